@@ -1,0 +1,129 @@
+"""Causal self-attention with grouped-query heads, a KV cache, and PEFT plug-in points.
+
+Scaled dot-product attention (Vaswani et al., arXiv 1706.03762), per head:
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d) + M) V,    M[i, j] = -inf for j > i
+
+Grouped-query attention (GQA, Ainslie et al., arXiv 2305.13245) lets groups of
+``n_heads / n_kv_heads`` query heads share one key/value head. It shrinks the KV cache
+by that factor (Llama 2 70B and every Llama 3 use 8 KV heads). ``n_kv_heads == n_heads``
+is ordinary multi-head attention (MHA), ``n_kv_heads == 1`` is multi-query (MQA).
+
+During generation the keys and values of past tokens never change, so they are kept in
+a ``KVCache`` and each step only computes the new token's q, k, v.
+
+The two places parameter-efficient methods plug in (see ``minillama/peft``):
+
+* ``self.prompt``: a module returning extra keys/values with their own gated softmax
+  (LLaMA-Adapter V1/V2, arXiv 2303.16199):
+  ``out = softmax(S) V + gate * softmax(Q Kp^T / sqrt(d)) Vp``.
+* ``self.score_bias``: a module returning an additive term for the scores before the
+  softmax (LLaMA-Excitor, arXiv 2404.00913): ``S = Q K^T / sqrt(d) + extra``.
+
+Both are None in the base model, which then takes the fused ``F.scaled_dot_product_attention``
+fast path; ``attend_explicit`` is the same arithmetic written out, for teaching and for
+the methods that need the scores.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import nn
+
+from .config import LlamaConfig
+from .rope import apply_rotary_emb
+
+
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """(b, kv_heads, t, d) -> (b, kv_heads * n_rep, t, d): each KV head serves n_rep queries."""
+    if n_rep == 1:
+        return x
+    return repeat(x, "b h t d -> b (h r) t d", r=n_rep)
+
+
+def causal_mask(t: int, s: int, start_pos: int = 0, device=None) -> torch.Tensor:
+    """Boolean (t, s) mask, True where query i (at position start_pos + i) may see key j."""
+    i = torch.arange(t, device=device)[:, None] + start_pos
+    j = torch.arange(s, device=device)[None, :]
+    return j <= i
+
+
+def attend_explicit(q, k, v, mask=None, score_bias=None):
+    """softmax(q k^T / sqrt(d) + bias, masked) v, written out. Shapes (b, h, t|s, d)."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])     # (b, h, t, s)
+    if score_bias is not None:
+        scores = scores + score_bias
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores.float(), dim=-1).type_as(q) @ v
+
+
+class KVCache(nn.Module):
+    """Pre-allocated keys and values of one layer: (b, kv_heads, max_seq_len, head_dim)."""
+
+    def __init__(self, batch: int, n_kv_heads: int, max_seq_len: int, head_dim: int,
+                 dtype=torch.float32, device=None):
+        super().__init__()
+        shape = (batch, n_kv_heads, max_seq_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device),
+                             persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device),
+                             persistent=False)
+
+    def update(self, start_pos: int, k: torch.Tensor, v: torch.Tensor):
+        """Write the new keys/values at ``start_pos`` and return all of them so far."""
+        end = start_pos + k.shape[2]
+        if end > self.k.shape[2]:
+            raise ValueError(f"KV cache holds {self.k.shape[2]} positions; "
+                             f"cannot write up to position {end}")
+        if k.shape[0] != self.k.shape[0]:
+            raise ValueError(f"KV cache was made for batch {self.k.shape[0]}, got {k.shape[0]}")
+        self.k[:, :, start_pos:end] = k
+        self.v[:, :, start_pos:end] = v
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: LlamaConfig, layer_id: int = 0):
+        super().__init__()
+        self.layer_id = layer_id
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.n_rep = cfg.n_heads // cfg.n_kv_heads
+        self.rope_layout = cfg.rope_layout
+        self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
+        self.wk = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+        self.use_sdpa = True          # False: always take the explicit path
+        self.prompt: nn.Module | None = None       # plug-in point 1 (Adapter V1/V2)
+        self.score_bias: nn.Module | None = None   # plug-in point 2 (Excitor)
+
+    def forward(self, x: torch.Tensor, freqs_cis: torch.Tensor, start_pos: int = 0,
+                cache: KVCache | None = None) -> torch.Tensor:
+        t = x.shape[1]
+        q = rearrange(self.wq(x), "b t (h d) -> b h t d", h=self.n_heads)
+        k = rearrange(self.wk(x), "b t (h d) -> b h t d", h=self.n_kv_heads)
+        v = rearrange(self.wv(x), "b t (h d) -> b h t d", h=self.n_kv_heads)
+        q = apply_rotary_emb(q, freqs_cis, self.rope_layout)
+        k = apply_rotary_emb(k, freqs_cis, self.rope_layout)
+        if cache is not None:
+            k, v = cache.update(start_pos, k, v)
+        k, v = repeat_kv(k, self.n_rep), repeat_kv(v, self.n_rep)
+        s = k.shape[2]
+
+        bias = None if self.score_bias is None else self.score_bias(self, x, q, start_pos)
+        if self.use_sdpa and bias is None:
+            if start_pos == 0 and t == s:     # plain causal prefix
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)
+            else:                             # decoding: new queries see every cached key
+                mask = None if t == 1 else causal_mask(t, s, start_pos, x.device)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:
+            out = attend_explicit(q, k, v, causal_mask(t, s, start_pos, x.device), bias)
+        if self.prompt is not None:
+            out = out + self.prompt(self, x, q)
+        return self.wo(rearrange(out, "b h t d -> b t (h d)"))

@@ -1,0 +1,173 @@
+"""Model configuration: one dataclass that fixes every shape of a LLaMA.
+
+LLaMA 1 (arXiv 2302.13971), Llama 2 (arXiv 2307.09288) and Llama 3 (arXiv 2407.21783)
+share one architecture; the differences between the published models are just the
+numbers in this file. The feed-forward width follows Meta's reference code:
+
+    h = int(2 * 4 * dim / 3)                      # SwiGLU keeps the FLOPs of a 4*dim MLP
+    h = int(ffn_dim_multiplier * h)               # Llama 2 70B and Llama 3 only
+    F = multiple_of * ceil(h / multiple_of)       # round up for hardware-friendly shapes
+
+A config that cannot describe a working model (dim not divisible by heads, heads not
+divisible by KV heads, an unknown RoPE type...) raises ``ValueError`` naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+ROPE_TYPES = ("default", "llama3")
+ROPE_LAYOUTS = ("interleaved", "half")
+
+
+@dataclass
+class RopeScaling:
+    """Llama 3.1's frequency scaling ("llama3" rope type); see ``rope.py``."""
+
+    factor: float = 8.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_seq_len: int = 8192
+
+
+@dataclass
+class LlamaConfig:
+    dim: int = 64                      # model width D
+    n_layers: int = 2                  # number of decoder blocks L
+    n_heads: int = 4                   # query heads H
+    n_kv_heads: int | None = None      # key/value heads (None = n_heads, i.e. MHA)
+    vocab_size: int = 256              # V
+    hidden_dim: int | None = None      # FFN width F; None = derive from multiple_of
+    multiple_of: int = 32
+    ffn_dim_multiplier: float | None = None
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_type: str = "default"         # "default" or "llama3"
+    rope_scaling: RopeScaling | None = None
+    rope_layout: str = "interleaved"   # which dims form a rotating pair (see rope.py)
+    max_seq_len: int = 256             # context window the RoPE table is built for
+    tie_embeddings: bool = False       # share tok_embeddings and output weights
+    name: str = ""
+
+    def __post_init__(self):
+        if isinstance(self.rope_scaling, dict):
+            self.rope_scaling = RopeScaling(**self.rope_scaling)
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        for f in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of",
+                  "max_seq_len"):
+            value = getattr(self, f)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"LlamaConfig.{f} must be a positive integer, got {value!r}")
+        if self.hidden_dim is not None and (not isinstance(self.hidden_dim, int)
+                                            or self.hidden_dim <= 0):
+            raise ValueError(f"LlamaConfig.hidden_dim must be a positive integer or None, "
+                             f"got {self.hidden_dim!r}")
+        if self.dim % self.n_heads:
+            raise ValueError(f"LlamaConfig.dim ({self.dim}) must be divisible by "
+                             f"n_heads ({self.n_heads})")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"LlamaConfig.n_heads ({self.n_heads}) must be divisible by "
+                             f"n_kv_heads ({self.n_kv_heads})")
+        if self.head_dim % 2:
+            raise ValueError(f"LlamaConfig.dim / n_heads = {self.head_dim} must be even for RoPE")
+        if not self.norm_eps > 0:
+            raise ValueError(f"LlamaConfig.norm_eps must be > 0, got {self.norm_eps!r}")
+        if not self.rope_theta > 0:
+            raise ValueError(f"LlamaConfig.rope_theta must be > 0, got {self.rope_theta!r}")
+        if self.ffn_dim_multiplier is not None and not self.ffn_dim_multiplier > 0:
+            raise ValueError(f"LlamaConfig.ffn_dim_multiplier must be > 0, "
+                             f"got {self.ffn_dim_multiplier!r}")
+        if self.rope_type not in ROPE_TYPES:
+            raise ValueError(f"LlamaConfig.rope_type must be one of {ROPE_TYPES}, "
+                             f"got {self.rope_type!r}")
+        if self.rope_type == "llama3" and self.rope_scaling is None:
+            raise ValueError("LlamaConfig.rope_scaling is required when rope_type='llama3'")
+        if self.rope_layout not in ROPE_LAYOUTS:
+            raise ValueError(f"LlamaConfig.rope_layout must be one of {ROPE_LAYOUTS}, "
+                             f"got {self.rope_layout!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def ffn_dim(self) -> int:
+        """The SwiGLU width F (see the module docstring)."""
+        if self.hidden_dim is not None:
+            return self.hidden_dim
+        h = int(2 * 4 * self.dim / 3)
+        if self.ffn_dim_multiplier is not None:
+            h = int(self.ffn_dim_multiplier * h)
+        return self.multiple_of * math.ceil(h / self.multiple_of)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LlamaConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown LlamaConfig field(s): {', '.join(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes) -> LlamaConfig:
+        return dataclasses.replace(self, **changes)
+
+
+# The published models (SPEC: Meta's params.json files and the papers' tables).
+_L3 = dict(vocab_size=128256, norm_eps=1e-5, rope_theta=500000.0)
+_L31 = dict(_L3, rope_type="llama3", max_seq_len=131072,
+            rope_scaling=RopeScaling(8.0, 1.0, 4.0, 8192))
+_L32 = dict(_L3, rope_type="llama3", max_seq_len=131072, tie_embeddings=True,
+            rope_scaling=RopeScaling(32.0, 1.0, 4.0, 8192))
+
+
+def _cfg(name, **kw) -> LlamaConfig:
+    return LlamaConfig(name=name, **kw)
+
+
+CONFIGS: dict[str, LlamaConfig] = {c.name: c for c in [
+    _cfg("llama1-7b", dim=4096, n_layers=32, n_heads=32, vocab_size=32000, multiple_of=256,
+         norm_eps=1e-6, max_seq_len=2048),
+    _cfg("llama1-13b", dim=5120, n_layers=40, n_heads=40, vocab_size=32000, multiple_of=256,
+         norm_eps=1e-6, max_seq_len=2048),
+    _cfg("llama1-33b", dim=6656, n_layers=60, n_heads=52, vocab_size=32000, multiple_of=256,
+         norm_eps=1e-6, max_seq_len=2048),
+    _cfg("llama1-65b", dim=8192, n_layers=80, n_heads=64, vocab_size=32000, multiple_of=256,
+         norm_eps=1e-5, max_seq_len=2048),
+    _cfg("llama2-7b", dim=4096, n_layers=32, n_heads=32, vocab_size=32000, multiple_of=256,
+         max_seq_len=4096),
+    _cfg("llama2-13b", dim=5120, n_layers=40, n_heads=40, vocab_size=32000, multiple_of=256,
+         max_seq_len=4096),
+    _cfg("llama2-70b", dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, vocab_size=32000,
+         multiple_of=4096, ffn_dim_multiplier=1.3, max_seq_len=4096),
+    _cfg("llama3-8b", dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, multiple_of=1024,
+         ffn_dim_multiplier=1.3, max_seq_len=8192, **_L3),
+    _cfg("llama3-70b", dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, multiple_of=4096,
+         ffn_dim_multiplier=1.3, max_seq_len=8192, **_L3),
+    _cfg("llama3.1-8b", dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, multiple_of=1024,
+         ffn_dim_multiplier=1.3, **_L31),
+    _cfg("llama3.1-70b", dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, multiple_of=4096,
+         ffn_dim_multiplier=1.3, **_L31),
+    _cfg("llama3.1-405b", dim=16384, n_layers=126, n_heads=128, n_kv_heads=8,
+         multiple_of=4096, ffn_dim_multiplier=1.2, **_L31),
+    _cfg("llama3.2-1b", dim=2048, n_layers=16, n_heads=32, n_kv_heads=8, multiple_of=256,
+         ffn_dim_multiplier=1.5, **_L32),
+    _cfg("llama3.2-3b", dim=3072, n_layers=28, n_heads=24, n_kv_heads=8, multiple_of=256,
+         ffn_dim_multiplier=1.0, **_L32),
+    # Course sizes: small enough to train on a laptop CPU.
+    _cfg("tiny", dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=512, multiple_of=32,
+         max_seq_len=256),
+    _cfg("small", dim=128, n_layers=4, n_heads=4, n_kv_heads=2, vocab_size=512,
+         multiple_of=32, max_seq_len=256),
+    _cfg("base", dim=256, n_layers=6, n_heads=8, n_kv_heads=4, vocab_size=512,
+         multiple_of=64, max_seq_len=512),
+]}
+
+PUBLISHED = [n for n in CONFIGS if n.startswith("llama")]
+
+__all__ = ["LlamaConfig", "RopeScaling", "CONFIGS", "PUBLISHED"]
