@@ -1,0 +1,107 @@
+"""Our LLaMA vs transformers' LlamaForCausalLM: same weights, same config, same CPU.
+
+    python benchmarks/bench_model.py [--config base] [--steps 10] [--new-tokens 200]
+
+Measures (one run, interleaved so both sides see the same machine state):
+  * training tokens/s: forward + backward + AdamW step on random tokens;
+  * batch-1 decode tokens/s: greedy generation with the KV cache.
+Prints a table and the two speed ratios (ours / transformers).
+"""
+
+import argparse
+import tempfile
+import time
+
+import torch
+
+import minillama
+from minillama import CONFIGS, Llama
+
+
+def train_tokens_per_s(step, batch, seq, steps):
+    step()                                     # warm-up (allocations, lazy init)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return batch * seq * steps / (time.perf_counter() - t0)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="base", choices=[n for n in CONFIGS
+                                                         if not n.startswith("llama")])
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--new-tokens", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = CONFIGS[args.config].replace(max_seq_len=max(args.seq, args.new_tokens + 16))
+    ours = Llama(cfg)
+    with tempfile.TemporaryDirectory() as d:
+        minillama.save(ours, d, format="hf")
+        theirs = LlamaForCausalLM.from_pretrained(d, torch_dtype=torch.float32)
+    n_params = sum(p.numel() for p in ours.parameters())
+    print(f"config {args.config}: {n_params:,} parameters, batch {args.batch} x seq {args.seq}, "
+          f"{args.threads} threads, torch {torch.__version__}")
+
+    x = torch.randint(0, cfg.vocab_size, (args.batch, args.seq))
+    y = torch.randint(0, cfg.vocab_size, (args.batch, args.seq))
+    with torch.no_grad():
+        diff = (ours.eval()(x[:1]) - theirs.eval()(x[:1]).logits).abs().max().item()
+    print(f"max |logit difference| before timing: {diff:.2e}")
+    ours.train()
+    theirs.train()
+    opt_o = torch.optim.AdamW(ours.parameters(), lr=1e-4)
+    opt_t = torch.optim.AdamW(theirs.parameters(), lr=1e-4)
+
+    def step_ours():
+        _, loss = ours(x, y)
+        loss.backward()
+        opt_o.step()
+        opt_o.zero_grad(set_to_none=True)
+
+    def step_theirs():
+        loss = theirs(input_ids=x, labels=y).loss   # HF shifts labels inside; cost is the same
+        loss.backward()
+        opt_t.step()
+        opt_t.zero_grad(set_to_none=True)
+
+    train = {"minillama": train_tokens_per_s(step_ours, args.batch, args.seq, args.steps),
+             "transformers": train_tokens_per_s(step_theirs, args.batch, args.seq, args.steps)}
+
+    ours.eval()
+    theirs.eval()
+    prompt = torch.randint(0, cfg.vocab_size, (1, 16))
+    n = args.new_tokens
+
+    def decode_ours():
+        return ours.generate(prompt, n)
+
+    def decode_theirs():
+        out = theirs.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                              use_cache=True, pad_token_id=0)
+        return out[:, prompt.shape[1]:]
+
+    decode = {}
+    for name, fn in (("minillama", decode_ours), ("transformers", decode_theirs)):
+        fn()
+        t0 = time.perf_counter()
+        out = fn()
+        decode[name] = out.shape[-1] / (time.perf_counter() - t0)
+    same = torch.equal(decode_ours()[0], decode_theirs()[0])
+    print(f"\n{'':14s} {'train tok/s':>12s} {'decode tok/s':>13s}")
+    for name in train:
+        print(f"{name:14s} {train[name]:12,.0f} {decode[name]:13,.0f}")
+    ratio_train = train["minillama"] / train["transformers"]
+    ratio_decode = decode["minillama"] / decode["transformers"]
+    print(f"\nratio (minillama / transformers): training {ratio_train:.2f}x, "
+          f"batch-1 decode {ratio_decode:.2f}x; greedy tokens identical: {same}")
+
+
+if __name__ == "__main__":
+    main()

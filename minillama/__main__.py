@@ -1,0 +1,180 @@
+"""Command line: ``python -m minillama {train,generate,count,eval} ...`` (``--help`` on each).
+
+    python -m minillama train --recipe stories --out runs/stories
+    python -m minillama generate minillama/reference/stories --prompt "Once upon a time"
+    python -m minillama count llama2-7b llama3-8b
+    python -m minillama eval minillama/reference/arithmetic
+
+Bad arguments and bad paths end with one line on stderr and exit status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def _device(name):
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    return name
+
+
+def cmd_train(args):
+    from . import save
+    from .model import Llama
+    from .recipes import arithmetic_accuracy, build_data, get_recipe
+    from .reference import hardware, write_card
+    from .train import evaluate, setup_distributed, train
+
+    overrides = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size,
+                                       lr=args.lr, seed=args.seed).items() if v is not None}
+    recipe = get_recipe(args.recipe, **overrides)
+    device = setup_distributed(_device(args.device))     # torchrun: join the group
+    out = Path(args.out or f"runs/{recipe.name}")
+    torch.manual_seed(recipe.train.seed)
+    tok, train_data, val_data = build_data(recipe)
+    model = Llama(recipe.model)
+    t0 = time.perf_counter()
+    train(model, train_data, recipe.train, out_dir=str(out), val_data=val_data,
+          resume=args.resume, device=device)
+    wall = time.perf_counter() - t0
+    if torch.distributed.is_initialized():          # rank 0 alone saves and reports
+        rank = torch.distributed.get_rank()
+        torch.distributed.destroy_process_group()
+        if rank != 0:
+            return
+    model.eval()
+    save(model.cpu(), out / "model")
+    tok.save(out / "model" / "tokenizer.json")
+    facts = dict(recipe=recipe.name, steps=recipe.train.steps,
+                 tokens_seen=recipe.train.steps * recipe.train.batch_size
+                 * recipe.train.grad_accum * recipe.train.seq_len,
+                 parameters=sum(p.numel() for p in model.parameters()),
+                 val_loss=round(evaluate(model, val_data, recipe.train), 4),
+                 device=device, hardware=hardware(), wall_time_s=round(wall, 1),
+                 resumed=bool(args.resume), torch=torch.__version__,
+                 command=" ".join(["python -m minillama"] + sys.argv[1:]))
+    if recipe.data == "arithmetic":
+        from .data import addition_problems
+        unseen = addition_problems(recipe.data_size["n_train"] + 200, seed=0)[-200:]
+        for style in ("direct", "steps"):
+            facts[f"accuracy_{style}"] = arithmetic_accuracy(model, tok, unseen, style)
+    card = write_card(out / "model", **facts)
+    print(json.dumps({k: v for k, v in card.items() if k != "sha256"}, indent=2))
+
+
+def _load_with_tokenizer(path):
+    from . import load
+    from .reference import verify
+    from .tokenizer import Tokenizer
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    if (path / "card.json").exists():
+        verify(path)
+    tok = Tokenizer.load(path / "tokenizer.json") if (path / "tokenizer.json").exists() else None
+    return load(path), tok
+
+
+def cmd_generate(args):
+    model, tok = _load_with_tokenizer(args.checkpoint)
+    if tok is None:
+        raise ValueError(f"{args.checkpoint} has no tokenizer.json; cannot encode a prompt")
+    prompt = tok.encode(args.prompt.replace("\\n", "\n"), bos=True)
+    for i in range(args.samples):
+        out = model.generate(torch.tensor(prompt), args.max_new_tokens, args.temperature,
+                             args.top_k, args.top_p, stop_tokens=[tok.eos_id],
+                             seed=None if args.seed is None else args.seed + i)
+        print(tok.decode(prompt[1:] + out.tolist(), skip_special=True))
+        if args.samples > 1:
+            print("-" * 40)
+
+
+def cmd_count(args):
+    from .config import CONFIGS, PUBLISHED
+    from .model import count_parameters, kv_cache_bytes_per_token
+
+    names = args.models or PUBLISHED
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; known: {', '.join(CONFIGS)}")
+    print(f"{'model':16s} {'parameters':>19s} {'KV KiB/token (bf16)':>20s}")
+    for name in names:
+        print(f"{name:16s} {count_parameters(name):19,d} "
+              f"{kv_cache_bytes_per_token(name) / 1024:20.0f}")
+
+
+def cmd_eval(args):
+    from .recipes import arithmetic_accuracy, build_data, get_recipe
+    from .train import evaluate
+
+    model, tok = _load_with_tokenizer(args.checkpoint)
+    name = args.recipe or model.cfg.name
+    recipe = get_recipe(name)
+    _, _, val = build_data(recipe)
+    result = {"checkpoint": args.checkpoint, "recipe": name,
+              "val_loss": round(evaluate(model, val, recipe.train), 4)}
+    if recipe.data == "arithmetic":
+        from .data import addition_problems
+        unseen = addition_problems(recipe.data_size["n_train"] + args.n, seed=0)[-args.n:]
+        for style in ("direct", "steps"):
+            result[f"accuracy_{style}"] = arithmetic_accuracy(model, tok, unseen, style)
+    print(json.dumps(result, indent=2))
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(prog="python -m minillama", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a recipe from scratch (or --resume)")
+    t.add_argument("--recipe", required=True)
+    t.add_argument("--out", help="run directory (default runs/<recipe>)")
+    t.add_argument("--steps", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--resume", action="store_true", help="continue from <out>/ckpt.pt")
+    t.set_defaults(fn=cmd_train)
+    g = sub.add_parser("generate", help="sample text from a checkpoint directory")
+    g.add_argument("checkpoint")
+    g.add_argument("--prompt", default="")
+    g.add_argument("--max-new-tokens", type=int, default=100)
+    g.add_argument("--temperature", type=float, default=0.8)
+    g.add_argument("--top-k", type=int)
+    g.add_argument("--top-p", type=float)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--samples", type=int, default=1)
+    g.set_defaults(fn=cmd_generate)
+    c = sub.add_parser("count", help="exact parameter counts and KV-cache size")
+    c.add_argument("models", nargs="*", help="names from minillama.CONFIGS (default: all)")
+    c.set_defaults(fn=cmd_count)
+    e = sub.add_parser("eval", help="validation loss (and accuracy) of a checkpoint")
+    e.add_argument("checkpoint")
+    e.add_argument("--recipe", help="recipe whose validation data to use (default: the model's)")
+    e.add_argument("-n", type=int, default=200, help="arithmetic problems to score")
+    e.set_defaults(fn=cmd_eval)
+    return ap
+
+
+def main(argv=None):
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    try:
+        args.fn(args)
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
+            KeyError) as e:
+        print(f"minillama {args.command}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Checkpoints: load any supported format, save to any of them.
+
+``load`` looks at what is on disk and picks the reader:
+
+    a directory with config.json marked "format": "minillama"  -> native  (native.py)
+    a directory with config.json for model_type "llama"         -> hf      (hf.py)
+    a directory with params.json and consolidated.*.pth         -> meta    (meta.py)
+    a single file with a 7-int32 header                         -> llama2c (llama2c.py)
+
+Every loader returns a ``Llama`` in eval mode with float32 weights (``dtype=`` to
+change it) and interleaved RoPE pairs; every saver writes atomically (``io.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .hf import hf_to_meta_permute, load_hf, meta_to_hf_permute, save_hf
+from .io import read_json
+from .llama2c import load_llama2c, save_llama2c
+from .meta import load_meta, save_meta
+from .native import MARKER, load_native, save_native
+
+LOADERS = {"native": load_native, "hf": load_hf, "meta": load_meta, "llama2c": load_llama2c}
+SAVERS = {"native": save_native, "hf": save_hf, "meta": save_meta, "llama2c": save_llama2c}
+FORMATS = tuple(LOADERS)
+
+EXPECTED = ("a native directory (config.json with \"format\": \"minillama\" + model.safetensors), "
+            "a Hugging Face directory (config.json with model_type \"llama\" + model.safetensors, "
+            "model.safetensors.index.json or pytorch_model.bin), a Meta directory (params.json + "
+            "consolidated.*.pth) or a llama2.c .bin file")
+
+
+def detect_format(path) -> str:
+    """Which of ``FORMATS`` the checkpoint at ``path`` is in."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}; expected {EXPECTED}")
+    if path.is_file():
+        if path.suffix in (".json", ".safetensors", ".pth", ".pt"):
+            raise ValueError(f"{path} is one file of a checkpoint; pass its directory "
+                             f"(expected {EXPECTED})")
+        return "llama2c"
+    if (path / "config.json").is_file():
+        cfg = read_json(path / "config.json")
+        if cfg.get("format") == MARKER:
+            return "native"
+        if cfg.get("model_type") == "llama" or "LlamaForCausalLM" in cfg.get("architectures", []):
+            return "hf"
+        if "model_type" in cfg:
+            raise ValueError(f"{path}/config.json describes model_type {cfg['model_type']!r}; "
+                             f"only 'llama' (LlamaForCausalLM) is supported")
+    if (path / "params.json").is_file() and any(path.glob("consolidated.*.pth")):
+        return "meta"
+    found = sorted(p.name for p in path.iterdir())[:20]
+    raise ValueError(f"unrecognised checkpoint directory {path} (contains {found}); "
+                     f"expected {EXPECTED}")
+
+
+def load(path, *, format: str | None = None, dtype: torch.dtype = torch.float32, **kwargs):
+    """Load a ``Llama`` from ``path``; ``format`` is detected unless given.
+
+    Format-specific options: hf ``rope_layout``; meta ``vocab_size``, ``max_seq_len``,
+    ``embedding_shard_dim``.
+    """
+    format = format or detect_format(path)
+    if format not in LOADERS:
+        raise ValueError(f"unknown checkpoint format {format!r}; known: {', '.join(FORMATS)}")
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return LOADERS[format](path, dtype=dtype, **kwargs)
+
+
+def save(model, path, format: str = "native", **kwargs) -> Path:
+    """Save ``model`` to ``path`` in ``format`` (meta: ``shards``, ``embedding_shard_dim``)."""
+    if format not in SAVERS:
+        raise ValueError(f"unknown checkpoint format {format!r}; known: {', '.join(FORMATS)}")
+    return SAVERS[format](model, path, **kwargs)
+
+
+__all__ = ["load", "save", "detect_format", "FORMATS", "meta_to_hf_permute",
+           "hf_to_meta_permute"]

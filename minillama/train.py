@@ -1,0 +1,256 @@
+"""A training loop you can read in one sitting: AdamW, warmup + cosine, clipping, accumulation.
+
+The recipe is the one LLaMA (arXiv 2302.13971, section 2.2) describes: AdamW
+(Loshchilov & Hutter, arXiv 1711.05101) with beta2 = 0.95, weight decay 0.1 on the
+matrices only, gradient clipping at 1.0, and a learning rate that warms up linearly
+then follows a cosine down to 10% of its peak:
+
+    lr(s) = peak * s / warmup                                   s < warmup
+    lr(s) = min + (peak - min) * (1 + cos(pi * progress)) / 2   afterwards
+
+One optimiser step sees ``batch_size * grad_accum`` sequences; with DDP (launched by
+``torchrun``, joined with ``setup_distributed()``) each of the ``world`` processes takes
+its slice of that global batch and the gradients are averaged, so the numbers match a
+single process.
+
+Batches are a pure function of (seed, step), and a checkpoint holds model, optimiser,
+schedule, RNG state and step: a resumed run continues bit-for-bit where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from .checkpoints.io import atomic_file
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 16          # sequences per micro-batch, summed over all processes
+    grad_accum: int = 1           # micro-batches per optimiser step
+    seq_len: int = 128
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 50
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    eval_batches: int = 8
+    ckpt_every: int = 0           # 0: only at the end
+    log_every: int = 10
+    seed: int = 0
+    compile: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        for f in ("steps", "batch_size", "grad_accum", "seq_len", "eval_every",
+                  "eval_batches", "log_every"):
+            value = getattr(self, f)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"TrainConfig.{f} must be a positive integer, got {value!r}")
+        if self.warmup < 0 or self.ckpt_every < 0:
+            raise ValueError(f"TrainConfig.warmup and ckpt_every must be >= 0, "
+                             f"got {self.warmup} and {self.ckpt_every}")
+        if not self.lr > 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"TrainConfig needs lr > 0 and 0 <= min_lr_ratio <= 1, "
+                             f"got lr={self.lr}, min_lr_ratio={self.min_lr_ratio}")
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup, then cosine decay to ``min_lr_ratio * lr`` at the last step."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - 1 - cfg.warmup))
+    lo = cfg.lr * cfg.min_lr_ratio
+    return lo + (cfg.lr - lo) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with two groups: matrices decay, vectors (norm gains, biases) do not."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas,
+                             fused=next(model.parameters()).is_cuda)
+
+
+def get_batch(data: torch.Tensor, batch: int, seq_len: int, seed: int, step: int,
+              micro: int = 0):
+    """``batch`` random windows of ``data`` (a 1-D token tensor): inputs and next tokens.
+
+    The windows depend only on (seed, step, micro), never on hidden iterator state.
+    """
+    if data.dim() != 1 or data.numel() <= seq_len + 1:
+        raise ValueError(f"data must be a 1-D token tensor longer than seq_len+1={seq_len + 1}, "
+                         f"got shape {tuple(data.shape)}")
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step * 997 + micro)
+    starts = torch.randint(0, data.numel() - seq_len - 1, (batch,), generator=g)
+    idx = starts[:, None] + torch.arange(seq_len + 1)
+    windows = data[idx]
+    return windows[:, :-1], windows[:, 1:]
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def setup_distributed(device="cpu") -> str:
+    """Join the process group ``torchrun`` describes (``WORLD_SIZE`` > 1); return the device.
+
+    Each process then calls ``train`` as usual: NCCL and one GPU per process
+    (``LOCAL_RANK``) for CUDA, gloo for CPU. A single process is left untouched.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if torch.device(device).type == "cuda":
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if torch.device(device).type == "cuda" else "gloo")
+    return device
+
+
+def _distributed():
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise RuntimeError("launched by torchrun (WORLD_SIZE > 1) but no process group: "
+                           "call minillama.train.setup_distributed() before train()")
+    return 0, 1
+
+
+def _trim_metrics(path, upto: int):
+    """Keep the records of steps <= ``upto`` (none for a fresh run): no duplicates on resume."""
+    def keep(line):
+        try:
+            return json.loads(line)["step"] <= upto
+        except (ValueError, KeyError, TypeError):       # a line cut short by a crash
+            return False
+
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        kept = [line for line in f if keep(line)]
+    with atomic_file(path) as tmp:
+        tmp.write_text("".join(kept))
+
+
+@torch.no_grad()
+def evaluate(model, data: torch.Tensor, cfg: TrainConfig, batches: int | None = None,
+             device="cpu") -> float:
+    """Mean loss on ``batches`` fixed windows of ``data`` (the same windows every call)."""
+    was = model.training
+    model.eval()
+    losses = []
+    for i in range(batches or cfg.eval_batches):
+        x, y = get_batch(data, cfg.batch_size, cfg.seq_len, seed=cfg.seed + 12345, step=i)
+        with _autocast(device):
+            _, loss = model(x.to(device), y.to(device))
+        losses.append(loss.item())
+    model.train(was)
+    return sum(losses) / len(losses)
+
+
+def _autocast(device):
+    if torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train(model, train_data: torch.Tensor, cfg: TrainConfig, out_dir: str | None = None,
+          val_data: torch.Tensor | None = None, resume: bool = False, device="cpu",
+          stop_after: int | None = None) -> list[dict]:
+    """Train ``model`` on ``train_data``; returns the logged metrics (also in metrics.jsonl).
+
+    ``resume`` continues from ``out_dir/ckpt.pt``. ``stop_after`` ends the run early at
+    that step (as if interrupted), leaving a checkpoint to resume from.
+    """
+    rank, world = _distributed()
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} must divide over {world} processes")
+    model.to(device).train()
+    optimizer = make_optimizer(model, cfg)
+    start = 0
+    ckpt_path = os.path.join(out_dir, "ckpt.pt") if out_dir else None
+    if resume:
+        if not ckpt_path or not os.path.exists(ckpt_path):
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        start = state["step"]
+    net = DistributedDataParallel(model) if world > 1 else model
+    if cfg.compile:
+        net = torch.compile(net)
+    per_rank = cfg.batch_size // world
+    log, metrics_path = [], os.path.join(out_dir, "metrics.jsonl") if out_dir else None
+    if out_dir and rank == 0:
+        os.makedirs(out_dir, exist_ok=True)
+        _trim_metrics(metrics_path, start)
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    bar = None
+    if cfg.progress and rank == 0:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=cfg.steps, initial=start, desc="train", leave=False, disable=None)
+    t0 = time.perf_counter()
+
+    for step in range(start, end):
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        total = 0.0
+        for micro in range(cfg.grad_accum):
+            x, y = get_batch(train_data, cfg.batch_size, cfg.seq_len, cfg.seed, step, micro)
+            mine = slice(rank * per_rank, (rank + 1) * per_rank)      # this process's rows
+            x, y = x[mine], y[mine]
+            sync = micro == cfg.grad_accum - 1 or world == 1
+            with (contextlib.nullcontext() if sync else net.no_sync()), _autocast(device):
+                _, loss = net(x.to(device), y.to(device))
+                (loss / cfg.grad_accum).backward()
+            total += loss.item() / cfg.grad_accum
+        if world > 1:
+            t = torch.tensor([total], device=device)
+            dist.all_reduce(t)
+            total = t.item() / world
+        if not math.isfinite(total):
+            optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLoss(f"loss became {total} at step {step + 1}; stopping. The last good "
+                                f"checkpoint ({ckpt_path or 'none saved'}) is left untouched.")
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        record = {"step": done, "loss": total, "lr": lr, "grad_norm": float(norm),
+                  "tokens": done * cfg.batch_size * cfg.grad_accum * cfg.seq_len,
+                  "time": time.perf_counter() - t0}
+        if val_data is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
+            record["val_loss"] = evaluate(model, val_data, cfg, device=device)
+        if rank == 0 and (done % cfg.log_every == 0 or "val_loss" in record or done == end):
+            log.append(record)
+            if metrics_path:
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{total:.3f}")
+        if rank == 0 and ckpt_path and ((cfg.ckpt_every and done % cfg.ckpt_every == 0)
+                                        or done == end):
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "rng": torch.get_rng_state(), "step": done, "train_config": asdict(cfg)}
+            with atomic_file(ckpt_path) as tmp:
+                torch.save(state, tmp)
+    if bar is not None:
+        bar.close()
+    return log
