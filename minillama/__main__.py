@@ -1,9 +1,10 @@
-"""Command line: ``python -m minillama {train,generate,count,eval} ...`` (``--help`` on each).
+"""Command line: ``python -m minillama {train,generate,count,eval,publish}`` (each has --help).
 
     python -m minillama train --recipe stories --out runs/stories
     python -m minillama generate minillama/reference/stories --prompt "Once upon a time"
     python -m minillama count llama2-7b llama3-8b
     python -m minillama eval minillama/reference/arithmetic
+    python -m minillama publish runs/stories      # -> minillama/reference/stories (bf16)
 
 Bad arguments and bad paths end with one line on stderr and exit status 2, no traceback.
 """
@@ -27,15 +28,29 @@ def _device(name):
     return name
 
 
+def _measure(model, tok, recipe, val_data, n_problems: int = 200) -> dict:
+    """Validation loss, and for arithmetic the accuracy on problems never trained on."""
+    from .recipes import arithmetic_accuracy, heldout_problems
+    from .train import evaluate
+
+    result = {"val_loss": round(evaluate(model, val_data, recipe.train), 4)}
+    if recipe.data == "arithmetic":
+        unseen = heldout_problems(recipe, n_problems)
+        for style in ("direct", "steps"):
+            result[f"accuracy_{style}"] = arithmetic_accuracy(model, tok, unseen, style)
+    return result
+
+
 def cmd_train(args):
     from . import save
     from .model import Llama
-    from .recipes import arithmetic_accuracy, build_data, get_recipe
+    from .recipes import build_data, get_recipe
     from .reference import hardware, write_card
-    from .train import evaluate, setup_distributed, train
+    from .train import setup_distributed, train
 
     overrides = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size,
-                                       lr=args.lr, seed=args.seed).items() if v is not None}
+                                       lr=args.lr, seed=args.seed,
+                                       log_every=args.log_every).items() if v is not None}
     recipe = get_recipe(args.recipe, **overrides)
     device = setup_distributed(_device(args.device))     # torchrun: join the group
     out = Path(args.out or f"runs/{recipe.name}")
@@ -58,15 +73,10 @@ def cmd_train(args):
                  tokens_seen=recipe.train.steps * recipe.train.batch_size
                  * recipe.train.grad_accum * recipe.train.seq_len,
                  parameters=sum(p.numel() for p in model.parameters()),
-                 val_loss=round(evaluate(model, val_data, recipe.train), 4),
+                 **_measure(model, tok, recipe, val_data),
                  device=device, hardware=hardware(), wall_time_s=round(wall, 1),
                  resumed=bool(args.resume), torch=torch.__version__,
                  command=" ".join(["python -m minillama"] + sys.argv[1:]))
-    if recipe.data == "arithmetic":
-        from .data import addition_problems
-        unseen = addition_problems(recipe.data_size["n_train"] + 200, seed=0)[-200:]
-        for style in ("direct", "steps"):
-            facts[f"accuracy_{style}"] = arithmetic_accuracy(model, tok, unseen, style)
     card = write_card(out / "model", **facts)
     print(json.dumps({k: v for k, v in card.items() if k != "sha256"}, indent=2))
 
@@ -114,21 +124,41 @@ def cmd_count(args):
 
 
 def cmd_eval(args):
-    from .recipes import arithmetic_accuracy, build_data, get_recipe
-    from .train import evaluate
+    from .recipes import build_data, get_recipe
 
     model, tok = _load_with_tokenizer(args.checkpoint)
     name = args.recipe or model.cfg.name
     recipe = get_recipe(name)
     _, _, val = build_data(recipe)
     result = {"checkpoint": args.checkpoint, "recipe": name,
-              "val_loss": round(evaluate(model, val, recipe.train), 4)}
-    if recipe.data == "arithmetic":
-        from .data import addition_problems
-        unseen = addition_problems(recipe.data_size["n_train"] + args.n, seed=0)[-args.n:]
-        for style in ("direct", "steps"):
-            result[f"accuracy_{style}"] = arithmetic_accuracy(model, tok, unseen, style)
+              **_measure(model, tok, recipe, val, args.n)}
     print(json.dumps(result, indent=2))
+
+
+def cmd_publish(args):
+    """Store a finished run as a shipped reference: bf16 weights, re-measured, hashed."""
+    from . import load, save
+    from .recipes import build_data, get_recipe
+    from .reference import REFERENCE_DIR, verify, write_card
+
+    run = Path(args.run)
+    card = verify(run / "model")
+    model, tok = _load_with_tokenizer(run / "model")
+    recipe = get_recipe(card["recipe"])
+    dest = Path(args.dest) if args.dest else REFERENCE_DIR / recipe.name
+    stored = model.to(torch.bfloat16)
+    save(stored, dest)
+    tok.save(dest / "tokenizer.json")
+    if (run / "metrics.jsonl").exists():
+        (dest / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text())
+    _, _, val = build_data(recipe)
+    rounded = load(dest)                     # what users will load: bf16 values, fp32 compute
+    facts = {k: v for k, v in card.items() if k != "sha256"}
+    facts.update({f"{k}_before_rounding": facts[k] for k in list(facts)
+                  if k == "val_loss" or k.startswith("accuracy_")})
+    facts.update(_measure(rounded, tok, recipe, val), stored_dtype="bfloat16")
+    card = write_card(dest, **facts)
+    print(json.dumps({k: v for k, v in card.items() if k != "sha256"}, indent=2))
 
 
 def build_parser():
@@ -141,6 +171,7 @@ def build_parser():
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
     t.add_argument("--seed", type=int)
+    t.add_argument("--log-every", type=int, help="steps between metrics.jsonl records")
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     t.add_argument("--resume", action="store_true", help="continue from <out>/ckpt.pt")
     t.set_defaults(fn=cmd_train)
@@ -162,16 +193,21 @@ def build_parser():
     e.add_argument("--recipe", help="recipe whose validation data to use (default: the model's)")
     e.add_argument("-n", type=int, default=200, help="arithmetic problems to score")
     e.set_defaults(fn=cmd_eval)
+    p = sub.add_parser("publish", help="store a finished run as a shipped reference (bf16)")
+    p.add_argument("run", help="a training run directory (holding model/ and metrics.jsonl)")
+    p.add_argument("--dest", help="default: minillama/reference/<recipe>")
+    p.set_defaults(fn=cmd_publish)
     return ap
 
 
 def main(argv=None):
     ap = build_parser()
     args = ap.parse_args(argv)
+    from .train import NonFiniteLoss
     try:
         args.fn(args)
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
-            KeyError) as e:
+            KeyError, NonFiniteLoss) as e:
         print(f"minillama {args.command}: error: {e}", file=sys.stderr)
         sys.exit(2)
 

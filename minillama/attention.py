@@ -23,6 +23,18 @@ The two places parameter-efficient methods plug in (see ``minillama/peft``):
 Both are None in the base model, which then takes the fused ``F.scaled_dot_product_attention``
 fast path; ``attend_explicit`` is the same arithmetic written out, for teaching and for
 the methods that need the scores.
+
+Llama 4's long-context changes ("iRoPE", Meta's Llama 4 model card) are per-layer
+switches, all off in the dense models (see ``config.py``):
+
+* **NoPE layers** (every ``nope_interval``-th layer) skip RoPE (Kazemnejad et al.,
+  arXiv 2305.19466: causal attention can infer position without it) and see the whole
+  causal past. Their queries are scaled up slowly with the absolute position p,
+  ``q <- q * (1 + attn_scale * log(floor((p + 1) / floor_scale) + 1))``, which keeps the
+  softmax from flattening over millions of keys (Nakanishi, arXiv 2501.19399).
+* **RoPE layers** attend only inside chunks: query i sees key j iff
+  ``i // chunk == j // chunk and j <= i``, and with ``qk_norm`` their q and k are
+  RMS-normalised (no gain) after the rotation.
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ from einops import rearrange, repeat
 from torch import nn
 
 from .config import LlamaConfig
+from .norm import rms_norm
 from .rope import apply_rotary_emb
 
 
@@ -45,11 +58,23 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     return repeat(x, "b h t d -> b (h r) t d", r=n_rep)
 
 
-def causal_mask(t: int, s: int, start_pos: int = 0, device=None) -> torch.Tensor:
-    """Boolean (t, s) mask, True where query i (at position start_pos + i) may see key j."""
+def causal_mask(t: int, s: int, start_pos: int = 0, device=None,
+                chunk: int | None = None) -> torch.Tensor:
+    """Boolean (t, s) mask, True where query i (at position start_pos + i) may see key j.
+
+    With ``chunk`` (Llama 4's RoPE layers) a query also needs its key in the same chunk.
+    """
     i = torch.arange(t, device=device)[:, None] + start_pos
     j = torch.arange(s, device=device)[None, :]
-    return j <= i
+    if chunk is None:
+        return j <= i
+    return (j <= i) & (i // chunk == j // chunk)
+
+
+def attention_temperature(positions: torch.Tensor, floor_scale: float,
+                          attn_scale: float) -> torch.Tensor:
+    """Llama 4's query scale on NoPE layers: 1 + attn_scale * log(floor((p+1)/floor_scale) + 1)."""
+    return torch.log1p(torch.floor((positions.float() + 1.0) / floor_scale)) * attn_scale + 1.0
 
 
 def attend_explicit(q, k, v, mask=None, score_bias=None):
@@ -94,6 +119,13 @@ class Attention(nn.Module):
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.n_rep = cfg.n_heads // cfg.n_kv_heads
         self.rope_layout = cfg.rope_layout
+        # Llama 4 switches (all off in LLaMA 1-3): RoPE or NoPE, chunks, QK-norm, temperature
+        self.use_rope = cfg.uses_rope(layer_id)
+        self.chunk = cfg.attention_chunk if self.use_rope else None
+        self.qk_norm_eps = cfg.norm_eps if cfg.qk_norm and self.use_rope else None
+        self.temperature = None
+        if cfg.attn_temperature_tuning and not self.use_rope:
+            self.temperature = (cfg.floor_scale, cfg.attn_scale)
         self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
         self.wk = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
@@ -108,22 +140,30 @@ class Attention(nn.Module):
         q = rearrange(self.wq(x), "b t (h d) -> b h t d", h=self.n_heads)
         k = rearrange(self.wk(x), "b t (h d) -> b h t d", h=self.n_kv_heads)
         v = rearrange(self.wv(x), "b t (h d) -> b h t d", h=self.n_kv_heads)
-        q = apply_rotary_emb(q, freqs_cis, self.rope_layout)
-        k = apply_rotary_emb(k, freqs_cis, self.rope_layout)
+        if self.use_rope:
+            q = apply_rotary_emb(q, freqs_cis, self.rope_layout)
+            k = apply_rotary_emb(k, freqs_cis, self.rope_layout)
+        if self.qk_norm_eps is not None:
+            q, k = rms_norm(q, self.qk_norm_eps), rms_norm(k, self.qk_norm_eps)
+        if self.temperature is not None:
+            positions = torch.arange(start_pos, start_pos + t, device=x.device)
+            q = (q * attention_temperature(positions, *self.temperature)[:, None]).type_as(q)
         if cache is not None:
             k, v = cache.update(start_pos, k, v)
         k, v = repeat_kv(k, self.n_rep), repeat_kv(v, self.n_rep)
         s = k.shape[2]
 
         bias = None if self.score_bias is None else self.score_bias(self, x, q, start_pos)
+        mask = lambda: causal_mask(t, s, start_pos, x.device, self.chunk)
         if self.use_sdpa and bias is None:
-            if start_pos == 0 and t == s:     # plain causal prefix
+            if self.chunk is None and start_pos == 0 and t == s:     # plain causal prefix
                 out = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)
-            else:                             # decoding: new queries see every cached key
-                mask = None if t == 1 else causal_mask(t, s, start_pos, x.device)
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            elif self.chunk is None and t == 1:   # one new token sees every cached key
+                out = F.scaled_dot_product_attention(q, k, v)
+            else:                                 # a chunk of new tokens, or chunked layers
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask())
         else:
-            out = attend_explicit(q, k, v, causal_mask(t, s, start_pos, x.device), bias)
+            out = attend_explicit(q, k, v, mask(), bias)
         if self.prompt is not None:
             out = out + self.prompt(self, x, q)
         return self.wo(rearrange(out, "b h t d -> b t (h d)"))

@@ -8,6 +8,19 @@ numbers in this file. The feed-forward width follows Meta's reference code:
     h = int(ffn_dim_multiplier * h)               # Llama 2 70B and Llama 3 only
     F = multiple_of * ceil(h / multiple_of)       # round up for hardware-friendly shapes
 
+Llama 4 (Meta's model card and blog post, April 2025) adds a second group of fields,
+all off by default so that every dense config above keeps its meaning:
+
+* a mixture of experts (``moe.py``): ``n_experts`` routed experts of width
+  ``expert_dim`` plus one shared expert, in the layers where
+  ``(layer + 1) % moe_interleave == 0``; the other layers keep a dense FFN of width
+  ``ffn_dim``;
+* interleaved RoPE / NoPE layers ("iRoPE", ``attention.py``): every
+  ``nope_interval``-th layer has no position encoding and attends to the whole causal
+  past; the RoPE layers attend only inside chunks of ``attention_chunk`` tokens and
+  normalise q and k (``qk_norm``); NoPE layers sharpen their queries at long range
+  (``attn_temperature_tuning`` with ``floor_scale`` and ``attn_scale``).
+
 A config that cannot describe a working model (dim not divisible by heads, heads not
 divisible by KV heads, an unknown RoPE type...) raises ``ValueError`` naming the field.
 """
@@ -49,6 +62,19 @@ class LlamaConfig:
     rope_layout: str = "interleaved"   # which dims form a rotating pair (see rope.py)
     max_seq_len: int = 256             # context window the RoPE table is built for
     tie_embeddings: bool = False       # share tok_embeddings and output weights
+    # Llama 4: mixture of experts (moe.py)
+    n_experts: int = 0                 # routed experts per MoE layer E (0 = dense model)
+    n_experts_per_tok: int = 1         # k: experts each token is sent to
+    moe_interleave: int = 1            # MoE in layers with (layer + 1) % moe_interleave == 0
+    expert_dim: int | None = None      # width of each expert and the shared one (None = ffn_dim)
+    router_aux_coef: float = 0.0       # weight of the load-balancing loss while training
+    # Llama 4: long-context attention (attention.py)
+    nope_interval: int = 0             # layers with (layer + 1) % nope_interval == 0 skip RoPE
+    attention_chunk: int | None = None  # RoPE layers attend within chunks of this many tokens
+    qk_norm: bool = False              # weightless RMSNorm of q and k after RoPE (RoPE layers)
+    attn_temperature_tuning: bool = False  # NoPE layers scale q up with the position
+    floor_scale: float = 8192.0
+    attn_scale: float = 0.1
     name: str = ""
 
     def __post_init__(self):
@@ -88,6 +114,34 @@ class LlamaConfig:
         if self.rope_layout not in ROPE_LAYOUTS:
             raise ValueError(f"LlamaConfig.rope_layout must be one of {ROPE_LAYOUTS}, "
                              f"got {self.rope_layout!r}")
+        self._check_llama4()
+
+    def _check_llama4(self):
+        def integer(f, low, optional=False):
+            value = getattr(self, f)
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+            if not (ok or (optional and value is None)):
+                raise ValueError(f"LlamaConfig.{f} must be an integer >= {low}"
+                                 f"{' or None' if optional else ''}, got {value!r}")
+
+        integer("n_experts", 0)
+        integer("n_experts_per_tok", 1)
+        integer("moe_interleave", 1)
+        integer("nope_interval", 0)
+        integer("expert_dim", 1, optional=True)
+        integer("attention_chunk", 1, optional=True)
+        if self.n_experts and self.n_experts_per_tok > self.n_experts:
+            raise ValueError(f"LlamaConfig.n_experts_per_tok ({self.n_experts_per_tok}) cannot "
+                             f"exceed n_experts ({self.n_experts})")
+        for f in ("qk_norm", "attn_temperature_tuning"):
+            if not isinstance(getattr(self, f), bool):
+                raise ValueError(f"LlamaConfig.{f} must be True or False, "
+                                 f"got {getattr(self, f)!r}")
+        if not self.floor_scale > 0:
+            raise ValueError(f"LlamaConfig.floor_scale must be > 0, got {self.floor_scale!r}")
+        for f in ("attn_scale", "router_aux_coef"):
+            if not getattr(self, f) >= 0:
+                raise ValueError(f"LlamaConfig.{f} must be >= 0, got {getattr(self, f)!r}")
 
     @property
     def head_dim(self) -> int:
@@ -102,6 +156,19 @@ class LlamaConfig:
         if self.ffn_dim_multiplier is not None:
             h = int(self.ffn_dim_multiplier * h)
         return self.multiple_of * math.ceil(h / self.multiple_of)
+
+    @property
+    def moe_dim(self) -> int:
+        """The width of each routed expert and of the shared expert."""
+        return self.expert_dim if self.expert_dim is not None else self.ffn_dim
+
+    def is_moe_layer(self, layer: int) -> bool:
+        """Does block ``layer`` (0-based) hold a mixture of experts instead of a dense FFN?"""
+        return self.n_experts > 0 and (layer + 1) % self.moe_interleave == 0
+
+    def uses_rope(self, layer: int) -> bool:
+        """False for the NoPE layers of Llama 4's interleaved RoPE/NoPE stack."""
+        return not (self.nope_interval and (layer + 1) % self.nope_interval == 0)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -124,6 +191,11 @@ _L31 = dict(_L3, rope_type="llama3", max_seq_len=131072,
             rope_scaling=RopeScaling(8.0, 1.0, 4.0, 8192))
 _L32 = dict(_L3, rope_type="llama3", max_seq_len=131072, tie_embeddings=True,
             rope_scaling=RopeScaling(32.0, 1.0, 4.0, 8192))
+
+
+_L4 = dict(dim=5120, n_layers=48, n_heads=40, n_kv_heads=8, vocab_size=202048, norm_eps=1e-5,
+           rope_theta=500000.0, hidden_dim=16384, expert_dim=8192, nope_interval=4,
+           attention_chunk=8192, attn_temperature_tuning=True)
 
 
 def _cfg(name, **kw) -> LlamaConfig:
@@ -159,6 +231,9 @@ CONFIGS: dict[str, LlamaConfig] = {c.name: c for c in [
          ffn_dim_multiplier=1.5, **_L32),
     _cfg("llama3.2-3b", dim=3072, n_layers=28, n_heads=24, n_kv_heads=8, multiple_of=256,
          ffn_dim_multiplier=1.0, **_L32),
+    _cfg("llama4-scout", n_experts=16, moe_interleave=1, qk_norm=True, rope_type="llama3",
+         rope_scaling=RopeScaling(16.0, 1.0, 1.0, 8192), max_seq_len=10 * 2**20, **_L4),
+    _cfg("llama4-maverick", n_experts=128, moe_interleave=2, max_seq_len=2**20, **_L4),
     # Course sizes: small enough to train on a laptop CPU.
     _cfg("tiny", dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=512, multiple_of=32,
          max_seq_len=256),
@@ -168,6 +243,8 @@ CONFIGS: dict[str, LlamaConfig] = {c.name: c for c in [
          multiple_of=64, max_seq_len=512),
 ]}
 
-PUBLISHED = [n for n in CONFIGS if n.startswith("llama")]
+# The dense LLaMA 1-3 models (chapter 2's table) and the Llama 4 mixtures of experts.
+PUBLISHED = [n for n in CONFIGS if n.startswith("llama") and not CONFIGS[n].n_experts]
+PUBLISHED_MOE = [n for n in CONFIGS if CONFIGS[n].n_experts]
 
-__all__ = ["LlamaConfig", "RopeScaling", "CONFIGS", "PUBLISHED"]
+__all__ = ["LlamaConfig", "RopeScaling", "CONFIGS", "PUBLISHED", "PUBLISHED_MOE"]

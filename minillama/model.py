@@ -9,6 +9,8 @@ feed-forward network, and rotary position embeddings. Each block computes
 
 and the model maps token ids -> embeddings -> L blocks -> RMSNorm -> logits over the
 vocabulary. Llama 3.2 1B/3B share the embedding matrix with the output head ("tied").
+Llama 4 swaps the FFN of some blocks for a mixture of experts (``moe.py``) and switches
+attention per layer (``attention.py``); the block itself does not change.
 
 Names follow Meta's reference ``model.py`` so that its checkpoints load as they are.
 """
@@ -24,6 +26,7 @@ from torch import nn
 from .attention import Attention, KVCache
 from .config import CONFIGS, LlamaConfig
 from .feedforward import FeedForward
+from .moe import MoE
 from .norm import RMSNorm
 from .rope import precompute_freqs_cis
 
@@ -35,7 +38,11 @@ class Block(nn.Module):
         self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.attention = Attention(cfg, layer_id)
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.feed_forward = FeedForward(cfg.dim, cfg.ffn_dim)
+        self.is_moe = cfg.is_moe_layer(layer_id)
+        if self.is_moe:
+            self.feed_forward = MoE(cfg.dim, cfg.moe_dim, cfg.n_experts, cfg.n_experts_per_tok)
+        else:
+            self.feed_forward = FeedForward(cfg.dim, cfg.ffn_dim)
 
     def forward(self, x, freqs_cis, start_pos=0, cache=None):
         h = x + self.attention(self.attention_norm(x), freqs_cis, start_pos, cache)
@@ -65,7 +72,7 @@ class Llama(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("norm.weight"):
                 nn.init.ones_(p)
-            elif name.endswith(("wo.weight", "w2.weight")):
+            elif name.endswith(("wo.weight", "w2.weight", "experts.w2")):
                 nn.init.normal_(p, 0.0, std / math.sqrt(2 * self.cfg.n_layers))
             else:
                 nn.init.normal_(p, 0.0, std)
@@ -105,6 +112,9 @@ class Llama(nn.Module):
         if targets is None:
             return logits
         loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+        if self.training and self.cfg.router_aux_coef:     # MoE load balancing (moe.py)
+            loss = loss + self.cfg.router_aux_coef * sum(
+                layer.feed_forward.aux_loss for layer in self.layers if layer.is_moe)
         return logits, loss
 
     def generate(self, tokens, max_new_tokens: int, temperature: float = 0.0,
@@ -127,12 +137,19 @@ def count_parameters(name_or_config, active: bool = False) -> int:
     """Exact parameter count, from a model built on the ``meta`` device (no memory).
 
     Shared tensors (a tied head) count once. ``active`` asks for the parameters one token
-    uses, which for a dense model is all of them.
+    uses: all of them in a dense model; in a mixture of experts, only k of the E routed
+    experts of each MoE layer (the router and the shared expert always run).
     """
     cfg = _as_config(name_or_config)
     with torch.device("meta"):
         model = Llama(cfg)
-    return sum(p.numel() for p in model.parameters())
+    total = sum(p.numel() for p in model.parameters())
+    if active:
+        for layer in model.layers:
+            if layer.is_moe:
+                routed = sum(p.numel() for p in layer.feed_forward.experts.parameters())
+                total -= routed // cfg.n_experts * (cfg.n_experts - cfg.n_experts_per_tok)
+    return total
 
 
 def kv_cache_bytes_per_token(name_or_config, bytes_per_value: int = 2) -> int:

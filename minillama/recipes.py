@@ -75,6 +75,17 @@ def arithmetic_accuracy(model, tok, problems: list[dict], style: str, device="cp
     return correct / len(problems)
 
 
+def heldout_problems(recipe: Recipe, n: int) -> list[dict]:
+    """``n`` addition problems from the recipe's validation range that never occur in training."""
+    size = recipe.data_size
+    problems = addition_problems(size["n_train"] + size["n_val"], seed=size.get("seed", 0))
+    seen = {r["question"] for r in problems[:size["n_train"]]}
+    unseen = [r for r in problems[size["n_train"]:] if r["question"] not in seen]
+    if len(unseen) < n:
+        raise ValueError(f"only {len(unseen)} held-out problems; asked for {n}")
+    return unseen[:n]
+
+
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("stories",
            LlamaConfig(dim=192, n_layers=6, n_heads=6, n_kv_heads=2, vocab_size=512,

@@ -93,11 +93,11 @@ def get_batch(data: torch.Tensor, batch: int, seq_len: int, seed: int, step: int
 
     The windows depend only on (seed, step, micro), never on hidden iterator state.
     """
-    if data.dim() != 1 or data.numel() <= seq_len + 1:
-        raise ValueError(f"data must be a 1-D token tensor longer than seq_len+1={seq_len + 1}, "
-                         f"got shape {tuple(data.shape)}")
+    if data.dim() != 1 or data.numel() < seq_len + 1:
+        raise ValueError(f"data must be a 1-D token tensor of at least seq_len+1="
+                         f"{seq_len + 1} tokens, got shape {tuple(data.shape)}")
     g = torch.Generator().manual_seed(seed * 1_000_003 + step * 997 + micro)
-    starts = torch.randint(0, data.numel() - seq_len - 1, (batch,), generator=g)
+    starts = torch.randint(0, data.numel() - seq_len, (batch,), generator=g)
     idx = starts[:, None] + torch.arange(seq_len + 1)
     windows = data[idx]
     return windows[:, :-1], windows[:, 1:]

@@ -16,18 +16,18 @@ import torch
 def cosine_lr(step: int, warmup: int, total: int, peak: float, min_ratio: float) -> float:
     """The learning rate at optimiser step ``step`` (counting from 0).
 
-    Linear warmup over the first ``warmup`` steps, reaching ``peak`` at step warmup - 1,
-    then a cosine from ``peak`` down to ``lo = min_ratio * peak`` at step ``total``,
-    staying at ``lo`` after it:
+    A run of ``total`` steps (0 .. total - 1): linear warmup over the first ``warmup``
+    steps, reaching ``peak`` at step warmup - 1, then a cosine from ``peak`` down to
+    ``lo = min_ratio * peak`` at the last step, total - 1, staying at ``lo`` after it:
 
-        lr = peak * (step + 1) / warmup                          step < warmup
-        progress = min(1, (step - warmup) / max(1, total - warmup))
-        lr = lo + (peak - lo) * (1 + cos(pi * progress)) / 2     otherwise
+        lr = peak * (step + 1) / warmup                              step < warmup
+        progress = min(1, (step - warmup) / max(1, total - 1 - warmup))
+        lr = lo + (peak - lo) * (1 + cos(pi * progress)) / 2         otherwise
     """
     # BEGIN SOLUTION
     if step < warmup:
         return peak * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    progress = min(1.0, (step - warmup) / max(1, total - 1 - warmup))
     lo = peak * min_ratio
     return lo + (peak - lo) * 0.5 * (1 + math.cos(math.pi * progress))
     # END SOLUTION

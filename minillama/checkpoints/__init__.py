@@ -4,11 +4,14 @@
 
     a directory with config.json marked "format": "minillama"  -> native  (native.py)
     a directory with config.json for model_type "llama"         -> hf      (hf.py)
+    ... for model_type "llama4_text" or "llama4" (Llama 4)      -> hf      (hf_llama4.py)
     a directory with params.json and consolidated.*.pth         -> meta    (meta.py)
     a single file with a 7-int32 header                         -> llama2c (llama2c.py)
 
 Every loader returns a ``Llama`` in eval mode with float32 weights (``dtype=`` to
 change it) and interleaved RoPE pairs; every saver writes atomically (``io.py``).
+Saving as ``hf`` writes ``Llama4ForCausalLM`` for a model with Llama 4 features and
+``LlamaForCausalLM`` otherwise; the Meta and llama2.c formats cannot hold Llama 4.
 """
 
 from __future__ import annotations
@@ -18,13 +21,26 @@ from pathlib import Path
 import torch
 
 from .hf import hf_to_meta_permute, load_hf, meta_to_hf_permute, save_hf
+from .hf_llama4 import MODEL_TYPES as LLAMA4_TYPES
+from .hf_llama4 import is_llama4, load_hf_llama4, save_hf_llama4
 from .io import read_json
 from .llama2c import load_llama2c, save_llama2c
 from .meta import load_meta, save_meta
 from .native import MARKER, load_native, save_native
 
-LOADERS = {"native": load_native, "hf": load_hf, "meta": load_meta, "llama2c": load_llama2c}
-SAVERS = {"native": save_native, "hf": save_hf, "meta": save_meta, "llama2c": save_llama2c}
+
+def _load_any_hf(path, **kwargs):
+    llama4 = read_json(Path(path) / "config.json").get("model_type") in LLAMA4_TYPES
+    return (load_hf_llama4 if llama4 else load_hf)(path, **kwargs)
+
+
+def _save_any_hf(model, path, **kwargs):
+    return (save_hf_llama4 if is_llama4(model.cfg) else save_hf)(model, path, **kwargs)
+
+
+LOADERS = {"native": load_native, "hf": _load_any_hf, "meta": load_meta,
+           "llama2c": load_llama2c}
+SAVERS = {"native": save_native, "hf": _save_any_hf, "meta": save_meta, "llama2c": save_llama2c}
 FORMATS = tuple(LOADERS)
 
 EXPECTED = ("a native directory (config.json with \"format\": \"minillama\" + model.safetensors), "
@@ -47,11 +63,13 @@ def detect_format(path) -> str:
         cfg = read_json(path / "config.json")
         if cfg.get("format") == MARKER:
             return "native"
-        if cfg.get("model_type") == "llama" or "LlamaForCausalLM" in cfg.get("architectures", []):
+        if cfg.get("model_type") in ("llama", *LLAMA4_TYPES) or "LlamaForCausalLM" in cfg.get(
+                "architectures", []):
             return "hf"
         if "model_type" in cfg:
             raise ValueError(f"{path}/config.json describes model_type {cfg['model_type']!r}; "
-                             f"only 'llama' (LlamaForCausalLM) is supported")
+                             f"only 'llama' (LlamaForCausalLM) and 'llama4_text' / 'llama4' "
+                             f"(Llama4ForCausalLM, text part) are supported")
     if (path / "params.json").is_file() and any(path.glob("consolidated.*.pth")):
         return "meta"
     found = sorted(p.name for p in path.iterdir())[:20]
@@ -77,6 +95,10 @@ def save(model, path, format: str = "native", **kwargs) -> Path:
     """Save ``model`` to ``path`` in ``format`` (meta: ``shards``, ``embedding_shard_dim``)."""
     if format not in SAVERS:
         raise ValueError(f"unknown checkpoint format {format!r}; known: {', '.join(FORMATS)}")
+    if format in ("meta", "llama2c") and is_llama4(model.cfg):
+        raise ValueError(f"the {format} format cannot hold Llama 4 features (experts, NoPE "
+                         f"layers, chunked attention, QK-norm, temperature tuning); "
+                         f"save as 'native' or 'hf'")
     return SAVERS[format](model, path, **kwargs)
 
 
