@@ -180,3 +180,17 @@ def test_train_generate_eval(tmp_path):
     result = json.loads(ev.stdout)
     assert result["recipe"] == "tiny-stories"
     assert math.isfinite(result["val_loss"]) and 0 < result["val_loss"] < 2 * math.log(512)
+
+    # publish: bf16 copy beside the run, re-measured, hashed, and loadable as a reference
+    dest = tmp_path / "published"
+    pub = cli("publish", out, "--dest", dest)
+    assert pub.returncode == 0, pub.stderr[-3000:]
+    from minillama.reference import load_reference
+    model, tok, pcard = load_reference(dest)
+    assert pcard["stored_dtype"] == "bfloat16" and pcard["recipe"] == "tiny-stories"
+    assert pcard["val_loss_before_rounding"] == card["val_loss"]
+    assert abs(pcard["val_loss"] - card["val_loss"]) < 0.05      # bf16 rounding is small
+    from safetensors import safe_open
+    with safe_open(dest / "model.safetensors", "pt") as f:
+        assert all(f.get_tensor(k).dtype == torch.bfloat16 for k in f.keys())
+    assert (dest / "metrics.jsonl").read_text() == (out / "metrics.jsonl").read_text()

@@ -418,3 +418,137 @@ def test_ch06_your_router_and_dispatch_make_the_moe_layer(impl):
         routed = impl(CH06).dispatch_top1(tokens, scores, expert_index, e.w1, e.w2, e.w3)
         got = layer.shared_expert(tokens) + routed
         torch.testing.assert_close(got.view_as(x), layer(x), atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- chapter 7: LoRA
+
+CH07 = "ch07_lora"
+
+
+def _lora_layer(d_in, d_out, r, seed, alpha=16.0, rslora=False):
+    from minillama.peft.lora import LoRALinear
+
+    torch.manual_seed(seed)
+    layer = LoRALinear(torch.nn.Linear(d_in, d_out, bias=False), r, alpha, rslora=rslora)
+    with torch.no_grad():
+        layer.lora_B.copy_(randn(d_out, r, seed=seed + 1, scale=0.5))   # trained: B != 0
+    return layer
+
+
+@pytest.mark.parametrize("shape, d_out, r, rslora", [((3, 8), 8, 1, False),
+                                                     ((2, 5, 16), 24, 4, False),
+                                                     ((1, 7, 32), 12, 8, True)])
+def test_ch07_lora_forward(impl, shape, d_out, r, rslora):
+    layer = _lora_layer(shape[-1], d_out, r, seed=r, rslora=rslora)
+    x = randn(*shape, seed=r + 2)
+    with torch.no_grad():
+        got = impl(CH07).lora_forward(x, layer.base.weight, layer.lora_A, layer.lora_B,
+                                      layer.scale)
+        assert got.shape == (*shape[:-1], d_out)
+        torch.testing.assert_close(got, layer(x), atol=1e-5, rtol=1e-5)
+
+
+def test_ch07_lora_forward_gradients(impl):
+    layer = _lora_layer(16, 8, 4, seed=5)
+    x = randn(6, 16, seed=6)
+    params = [layer.lora_A, layer.lora_B]
+    got = impl(CH07).lora_forward(x, layer.base.weight, *params, layer.scale)
+    grads = torch.autograd.grad(got.square().sum(), params)
+    expected = torch.autograd.grad(layer(x).square().sum(), params)
+    for g, e in zip(grads, expected):
+        torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("d_in, d_out, r", [(8, 8, 2), (16, 24, 4), (32, 12, 8)])
+def test_ch07_lora_merge(impl, d_in, d_out, r):
+    from minillama.peft.lora import lora_merge
+
+    layer = _lora_layer(d_in, d_out, r, seed=d_in)
+    W0, A, B = layer.base.weight.detach(), layer.lora_A.detach(), layer.lora_B.detach()
+    merged = impl(CH07).lora_merge(W0, A, B, layer.scale)
+    assert merged.shape == W0.shape
+    torch.testing.assert_close(merged, lora_merge(W0, A, B, layer.scale))
+    x = randn(5, d_in, seed=r)
+    with torch.no_grad():
+        torch.testing.assert_close(x @ merged.T, layer(x), atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- chapter 8: LLaMA-Adapter
+
+CH08 = "ch08_adapter_v1"
+
+
+@pytest.mark.parametrize("b, h, t, K, d, shared, per_head", [
+    (1, 1, 1, 1, 4, False, True), (2, 4, 7, 3, 8, True, True),
+    (3, 2, 5, 10, 16, False, False), (2, 8, 1, 4, 8, True, False)])
+def test_ch08_gated_prompt_attention(impl, b, h, t, K, d, shared, per_head):
+    from minillama.peft.adapter_v1 import gated_prompt_attention
+
+    q = randn(b, h, t, d, seed=t)
+    k, v = (randn(1 if shared else b, h, K, d, seed=s) for s in (K, K + 1))
+    gate = randn(h if per_head else 1, seed=d)
+    got = impl(CH08).gated_prompt_attention(q, k, v, gate)
+    assert got.shape == q.shape
+    torch.testing.assert_close(got, gated_prompt_attention(q, k, v, gate), atol=1e-6, rtol=1e-5)
+    zero = impl(CH08).gated_prompt_attention(q, k, v, torch.zeros_like(gate))
+    assert torch.equal(zero, torch.zeros_like(q))          # zero-init: nothing comes back
+
+
+def test_ch08_gated_prompt_attention_keeps_bfloat16(impl):
+    from minillama.peft.adapter_v1 import gated_prompt_attention
+
+    q, k, v = (randn(2, 4, 3, 8, seed=s).to(torch.bfloat16) for s in (1, 2, 3))
+    gate = randn(4, seed=4).to(torch.bfloat16)
+    got = impl(CH08).gated_prompt_attention(q, k, v, gate)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got, gated_prompt_attention(q, k, v, gate))
+
+
+def test_ch08_your_prompt_attention_makes_the_adapter_layer(impl):
+    from einops import rearrange
+
+    from minillama.attention import Attention, repeat_kv
+    from minillama.peft.adapter_v1 import PromptAttention
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(dim=32, n_layers=1, n_heads=4, n_kv_heads=2, max_seq_len=16)
+    attn, module = Attention(cfg), PromptAttention(32, 4, prompt_len=5)
+    with torch.no_grad():
+        module.gate.copy_(randn(4, seed=1))
+    x, q = randn(2, 6, 32, seed=2), randn(2, 4, 6, 8, seed=3)
+    with torch.no_grad():
+        k, v = (rearrange(w(module.prompt[None]), "b k (h d) -> b h k d", h=2)
+                for w in (attn.wk, attn.wv))
+        got = impl(CH08).gated_prompt_attention(q, repeat_kv(k, 2), repeat_kv(v, 2),
+                                                torch.tanh(module.gate))
+        torch.testing.assert_close(got, module(attn, x, q), atol=1e-6, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- chapter 10: LLaMA-Excitor
+
+CH10 = "ch10_excitor"
+
+
+@pytest.mark.parametrize("b, M, D, K, r", [(1, 1, 8, 1, 1), (2, 7, 16, 5, 4), (3, 4, 64, 30, 16)])
+def test_ch10_reconstructed_keys(impl, b, M, D, K, r):
+    from minillama.peft.excitor import reconstructed_keys
+
+    t, P = randn(b, M, D, seed=M), randn(K, D, seed=K)
+    W_down, W_up = randn(r, D, seed=r, scale=0.5), randn(D, r, seed=r + 1, scale=0.5)
+    got = impl(CH10).reconstructed_keys(t, P, W_down, W_up)
+    assert got.shape == (b, M, D)
+    torch.testing.assert_close(got, reconstructed_keys(t, P, W_down, W_up), atol=1e-5,
+                               rtol=1e-5)
+    if K == 1:                                # one prompt: every token gets exactly P
+        torch.testing.assert_close(got, P.expand(b, M, D))
+
+
+def test_ch10_your_keys_make_the_excitor_layer(impl):
+    from minillama.peft.excitor import Excitor
+
+    torch.manual_seed(0)
+    module = Excitor(32, 4, prompt_len=6, rank=4)
+    x = randn(2, 5, 32, seed=1)
+    with torch.no_grad():
+        got = impl(CH10).reconstructed_keys(x, module.prompt, module.down, module.up)
+        torch.testing.assert_close(got, module.extra_keys(x), atol=1e-5, rtol=1e-5)

@@ -369,3 +369,13 @@ def test_kv_cache_decode_equals_full_recompute_across_chunks():
     torch.testing.assert_close(torch.cat(pieces, 1), full, atol=1e-5, rtol=1e-5)
     prompt = x[0, :3]                                     # 3 + 20 tokens: three chunks
     assert torch.equal(model.generate(prompt, 20), model.generate(prompt, 20, use_cache=False))
+
+
+def test_half_rope_layout_is_written_in_meta_pairs(tmp_path):
+    model = randomise(Llama(config(rope_layout="half")))
+    minillama.save(model, tmp_path, format="hf")
+    assert max_diff(model, hf_load(tmp_path), tokens()) <= 1e-5
+    same = minillama.load(tmp_path, rope_layout="half")
+    assert same.cfg.rope_layout == "half"
+    for k, v in model.state_dict().items():
+        assert torch.equal(same.state_dict()[k], v), k

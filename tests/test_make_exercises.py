@@ -58,11 +58,15 @@ EXERCISES = [(p.stem, q) for p in sorted(SOLUTIONS.glob("*.py")) if not p.name.s
              for q in dict.fromkeys(marked_functions(p))]
 
 
-def test_the_course_exercises_are_found():
+def test_the_course_exercises_are_found_and_graded():
     found = {f"{chapter}.{q}" for chapter, q in EXERCISES}
     assert {"ch01_anatomy.rms_norm", "ch01_anatomy.apply_rotary_emb", "ch01_anatomy.repeat_kv",
             "ch01_anatomy.causal_mask", "ch02_family.ffn_dim", "ch02_family.llama_parameters",
             "ch02_family.kv_cache_bytes_per_token"} <= found
+    # every exercise is called by some grader (``impl(...).<name>(``) in test_exercises.py
+    graders = (Path(__file__).parent / "test_exercises.py").read_text(encoding="utf-8")
+    ungraded = sorted(f for f in found if f".{f.rsplit('.', 1)[1]}(" not in graders)
+    assert not ungraded, f"exercises without a grader: {ungraded}"
 
 
 @pytest.mark.parametrize("chapter, qualname", EXERCISES,

@@ -1,0 +1,147 @@
+"""Instruction fine-tuning (SFT): learn to write the response, not to repeat the prompt.
+
+A record {instruction, input, output} becomes one token sequence, the prompt rendered
+by ``format_prompt`` followed by the response and an end-of-sequence token:
+
+    x = [BOS] prompt tokens  |  response tokens [EOS]
+                  P positions |  R positions
+
+Only the R response positions are trained on (Alpaca, Taori et al. 2023; InstructGPT,
+Ouyang et al., arXiv 2203.02155):
+
+    L = -(1 / |R|) * sum_{t in R} log p(x_t | x_<t)
+
+The prompt positions get the target -100, which ``Llama.forward`` leaves out of the
+cross-entropy. The EOS target teaches the model to stop. Sequences of a batch are
+padded on the right: with causal attention no real token ever looks at the padding,
+and padded targets are -100 as well.
+
+``finetune`` trains whatever parameters are left trainable (all of them, or only those a
+PEFT method from ``minillama.peft`` added) with the schedule and AdamW of
+``minillama/train.py``; ``generate_answers`` decodes greedily after each prompt.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .data.instructions import format_prompt
+from .train import TrainConfig, lr_at, make_optimizer
+
+IGNORE = -100
+
+
+def sft_tokens(record: dict, tokenizer) -> tuple[list[int], list[int]]:
+    """(inputs, targets) of one record: targets are the next tokens, -100 under the prompt."""
+    prompt = tokenizer.encode(format_prompt(record), bos=True)
+    response = tokenizer.encode(record["output"]) + [tokenizer.eos_id]
+    ids = prompt + response
+    labels = [IGNORE] * len(prompt) + response
+    return ids[:-1], labels[1:]          # position t predicts token t + 1
+
+
+def sft_batch(examples: list[tuple[list[int], list[int]]], pad_id: int):
+    """Right-pad a list of ``sft_tokens`` outputs into (inputs, targets) of shape (b, t)."""
+    if not examples:
+        raise ValueError("sft_batch needs at least one example")
+    t = max(len(x) for x, _ in examples)
+    inputs = torch.full((len(examples), t), pad_id, dtype=torch.long)
+    targets = torch.full((len(examples), t), IGNORE, dtype=torch.long)
+    for row, (x, y) in enumerate(examples):
+        inputs[row, :len(x)] = torch.tensor(x)
+        targets[row, :len(y)] = torch.tensor(y)
+    return inputs, targets
+
+
+def _check_lengths(examples, max_seq_len: int):
+    longest = max(len(x) for x, _ in examples)
+    if longest > max_seq_len:
+        raise ValueError(f"a record is {longest} tokens long but the model's max_seq_len is "
+                         f"{max_seq_len}; choose shorter records or a longer-context model")
+
+
+def finetune(model, records: list[dict], tokenizer, steps: int, lr: float, batch_size: int = 16,
+             warmup: int = 10, weight_decay: float = 0.0, seed: int = 0, device="cpu",
+             log_every: int = 1) -> list[dict]:
+    """Train ``model``'s trainable parameters on ``records`` with the response-only loss.
+
+    Batches walk through the records in a fresh random order each epoch (fixed by
+    ``seed``). Returns the log: {"step", "loss", "lr", "time"} every ``log_every`` steps.
+    The model is left in eval mode.
+    """
+    if not records:
+        raise ValueError("finetune needs at least one record")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError("the model has no trainable parameters")
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
+                      weight_decay=weight_decay, seed=seed, progress=False)
+    examples = [sft_tokens(r, tokenizer) for r in records]
+    _check_lengths(examples, model.cfg.max_seq_len)
+    g = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    model.to(device).train()
+    optimizer = make_optimizer(model, cfg)
+    log, t0 = [], time.perf_counter()
+    for step in range(steps):
+        while len(order) < batch_size:                       # next epoch's shuffle
+            order += torch.randperm(len(examples), generator=g).tolist()
+        batch, order = order[:batch_size], order[batch_size:]
+        x, y = sft_batch([examples[i] for i in batch], tokenizer.pad_id)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        _, loss = model(x.to(device), y.to(device))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(
+            [p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            log.append({"step": step + 1, "loss": loss.item(), "lr": lr_at(step, cfg),
+                        "time": time.perf_counter() - t0})
+    model.eval()
+    return log
+
+
+@torch.no_grad()
+def sft_loss(model, records: list[dict], tokenizer, batch_size: int = 32, device="cpu") -> float:
+    """Mean response-only loss per response token over ``records`` (no training)."""
+    examples = [sft_tokens(r, tokenizer) for r in records]
+    _check_lengths(examples, model.cfg.max_seq_len)
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(examples), batch_size):
+        x, y = sft_batch(examples[i:i + batch_size], tokenizer.pad_id)
+        _, loss = model(x.to(device), y.to(device))
+        n = int((y != IGNORE).sum())
+        total, count = total + loss.item() * n, count + n
+    return total / count
+
+
+@torch.no_grad()
+def generate_answers(model, tokenizer, records: list[dict], max_new_tokens: int = 32,
+                     device="cpu") -> list[str]:
+    """Greedy answers after ``format_prompt``, one string per record (EOS not included).
+
+    Prompts of the same length are decoded together as one batch, so no padding (and no
+    attention mask) is needed.
+    """
+    prompts = [tokenizer.encode(format_prompt(r), bos=True) for r in records]
+    longest = max((len(p) for p in prompts), default=0)
+    if longest >= model.cfg.max_seq_len:
+        raise ValueError(f"a prompt of {longest} tokens fills the model's max_seq_len="
+                         f"{model.cfg.max_seq_len}: no room to answer")
+    by_length: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):
+        by_length.setdefault(len(p), []).append(i)
+    answers = [""] * len(records)
+    for length, rows in by_length.items():
+        tokens = torch.tensor([prompts[i] for i in rows], device=device)
+        room = min(max_new_tokens, model.cfg.max_seq_len - length)
+        out = model.generate(tokens, room, stop_tokens=[tokenizer.eos_id])
+        for i, ids in zip(rows, out.tolist()):
+            if tokenizer.eos_id in ids:
+                ids = ids[:ids.index(tokenizer.eos_id)]
+            answers[i] = tokenizer.decode(ids, skip_special=True)
+    return answers

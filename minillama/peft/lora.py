@@ -1,0 +1,124 @@
+"""LoRA: a frozen linear layer plus a trainable low-rank update.
+
+LoRA (Hu et al., arXiv 2106.09685) keeps a pretrained weight W0 (d_out x d_in) frozen
+and learns the change to it as a product of two thin matrices:
+
+    h = W0 x + s * B A dropout(x),     A: (r, d_in),  B: (d_out, r),  s = alpha / r
+
+A starts like an ``nn.Linear`` weight (Kaiming-uniform, a = sqrt(5)) and B starts at
+zero, so the model begins exactly where the base model is and the first gradient step
+moves only B. rsLoRA (Kalajdzievski, arXiv 2312.03732) uses ``s = alpha / sqrt(r)``,
+which keeps the update's size steady as r grows. Dropout touches the LoRA input only;
+the frozen path always sees the clean x.
+
+Each adapted matrix costs ``r * (d_in + d_out)`` parameters: r = 8 on wq and wv of
+LLaMA-7B is 32 * 2 * 8 * (4096 + 4096) = 4,194,304, about 0.06% of the model.
+
+Because the update is linear, it can be folded into the weight for inference,
+``W0 <- W0 + s B A`` (merge), and taken out again, ``W0 <- W0 - s B A`` (unmerge):
+a merged model is as fast as the base model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TARGETS = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
+
+
+def lora_scale(r: int, alpha: float, rslora: bool = False) -> float:
+    """s = alpha / r, or alpha / sqrt(r) for rsLoRA."""
+    return alpha / math.sqrt(r) if rslora else alpha / r
+
+
+def lora_forward(x: torch.Tensor, W0: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                 scale: float) -> torch.Tensor:
+    """h = x W0^T + s (x A^T) B^T: the frozen path plus the low-rank path (no dropout)."""
+    return F.linear(x, W0) + scale * F.linear(F.linear(x, A), B)
+
+
+def lora_merge(W0: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float) -> torch.Tensor:
+    """W0 + s B A: the one matrix that computes what ``lora_forward`` computes."""
+    return W0 + scale * (B @ A)
+
+
+class LoRALinear(nn.Module):
+    """Wraps a frozen ``nn.Linear`` (``self.base``) with a trainable update ``s * B A``."""
+
+    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0,
+                 rslora: bool = False):
+        super().__init__()
+        self.base = base.requires_grad_(False)
+        self.r, self.scale = r, lora_scale(r, alpha, rslora)
+        w = base.weight
+        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, device=w.device,
+                                               dtype=w.dtype))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, device=w.device,
+                                               dtype=w.dtype))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))   # a no-op on the meta device
+        self.dropout = nn.Dropout(dropout)
+        self.merged = False
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merged:                   # the update already lives in base.weight
+            return self.base(x)
+        return self.base(x) + self.scale * F.linear(F.linear(self.dropout(x), self.lora_A),
+                                                    self.lora_B)
+
+    @torch.no_grad()
+    def merge(self):
+        """W0 <- W0 + s B A (once; merging twice would add the update twice)."""
+        if not self.merged:
+            w = self.base.weight
+            w.copy_(lora_merge(w.float(), self.lora_A.float(), self.lora_B.float(),
+                               self.scale).to(w.dtype))
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self):
+        """W0 <- W0 - s B A, undoing ``merge`` (exactly up to float rounding)."""
+        if self.merged:
+            w = self.base.weight
+            w.copy_(lora_merge(w.float(), self.lora_A.float(), self.lora_B.float(),
+                               -self.scale).to(w.dtype))
+            self.merged = False
+
+    def extra_repr(self) -> str:
+        return f"r={self.r}, scale={self.scale:g}, merged={self.merged}"
+
+
+def block_linears(model, names=TARGETS):
+    """(parent module, attribute name, full name) for each linear called ``names`` in the blocks.
+
+    Attention always has wq/wk/wv/wo; w1/w2/w3 are found in dense feed-forward blocks
+    (a Llama 4 mixture-of-experts block keeps its batched experts as they are).
+    """
+    for i, layer in enumerate(model.layers):
+        for part_name in ("attention", "feed_forward"):
+            part = getattr(layer, part_name)
+            for name in names:
+                if isinstance(getattr(part, name, None), nn.Module):
+                    yield part, name, f"layers.{i}.{part_name}.{name}"
+
+
+def apply_lora(model, r: int, alpha: float, dropout: float, targets, rslora: bool):
+    """Replace every targeted linear of every block with a ``LoRALinear`` around it."""
+    for parent, name, _ in block_linears(model, targets):
+        setattr(parent, name, LoRALinear(getattr(parent, name), r, alpha, dropout, rslora))
+    return model
+
+
+def lora_modules(model) -> list[LoRALinear]:
+    return [m for m in model.modules() if isinstance(m, LoRALinear)]
