@@ -19,6 +19,15 @@ and padded targets are -100 as well.
 ``finetune`` trains whatever parameters are left trainable (all of them, or only those a
 PEFT method from ``minillama.peft`` added) with the schedule and AdamW of
 ``minillama/train.py``; ``generate_answers`` decodes greedily after each prompt.
+
+Exact match without generating: greedy decoding writes the reference response
+r_1 .. r_R and then EOS exactly when, at every response position,
+
+    argmax_v p(v | prompt, r_<t) = r_t
+
+and one teacher-forced forward pass checks that for a whole batch at once
+(``greedy_score``). It agrees with ``score(generate_answers(...))`` except when the
+model writes the right text split into different tokens, which counts as wrong here.
 """
 
 from __future__ import annotations
@@ -117,6 +126,28 @@ def sft_loss(model, records: list[dict], tokenizer, batch_size: int = 32, device
         n = int((y != IGNORE).sum())
         total, count = total + loss.item() * n, count + n
     return total / count
+
+
+@torch.no_grad()
+def greedy_score(model, tokenizer, records: list[dict], batch_size: int = 32,
+                 device="cpu") -> dict:
+    """Greedy exact match by one forward pass per batch; the same dict as ``score``."""
+    if not records:
+        raise ValueError("greedy_score needs at least one record")
+    clean = [{**r, "output": r.get("clean_output", r["output"])} for r in records]
+    examples = [sft_tokens(r, tokenizer) for r in clean]
+    _check_lengths(examples, model.cfg.max_seq_len)
+    model.eval()
+    hits: dict[str, list[bool]] = {}
+    for i in range(0, len(examples), batch_size):
+        x, y = sft_batch(examples[i:i + batch_size], tokenizer.pad_id)
+        guess = model(x.to(device)).argmax(-1).cpu()
+        right = ((guess == y) | (y == IGNORE)).all(dim=1)       # every response token
+        for record, ok in zip(clean[i:i + batch_size], right.tolist()):
+            hits.setdefault(record["family"], []).append(ok)
+    every = [h for family in hits.values() for h in family]
+    return {"exact_match": sum(every) / len(every), "n": len(every),
+            "per_family": {f: sum(h) / len(h) for f, h in sorted(hits.items())}}
 
 
 @torch.no_grad()

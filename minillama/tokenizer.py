@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import json
 import operator
-import os
 import re
-import tempfile
 from collections import Counter, defaultdict
 
 DEFAULT_SPECIALS = ("<pad>", "<bos>", "<eos>")
@@ -228,15 +226,9 @@ class Tokenizer:
         """Write the tokenizer as JSON, atomically (temp file + os.replace)."""
         data = {"format": "minillama-bpe", "version": FORMAT_VERSION, "pre_split": self.pre_split,
                 "special_tokens": self.special_tokens, "merges": [list(m) for m in self.merges]}
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tokenizer-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        from .checkpoints.io import atomic_file
+        with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f)
 
     @staticmethod
     def load(path) -> Tokenizer:
