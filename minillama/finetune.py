@@ -35,6 +35,7 @@ from __future__ import annotations
 import time
 
 import torch
+import torch.nn.functional as F
 
 from .data.instructions import format_prompt
 from .train import TrainConfig, lr_at, make_optimizer
@@ -71,7 +72,7 @@ def _check_lengths(examples, max_seq_len: int):
                          f"{max_seq_len}; choose shorter records or a longer-context model")
 
 
-def finetune(model, records: list[dict], tokenizer, steps: int, lr: float, batch_size: int = 16,
+def finetune(model, tokenizer, records: list[dict], steps: int, lr: float, batch_size: int = 16,
              warmup: int = 10, weight_decay: float = 0.0, seed: int = 0, device="cpu",
              log_every: int = 1) -> list[dict]:
     """Train ``model``'s trainable parameters on ``records`` with the response-only loss.
@@ -85,7 +86,7 @@ def finetune(model, records: list[dict], tokenizer, steps: int, lr: float, batch
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("the model has no trainable parameters")
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
-                      weight_decay=weight_decay, seed=seed, progress=False)
+                      weight_decay=weight_decay, seed=seed, log_every=log_every, progress=False)
     examples = [sft_tokens(r, tokenizer) for r in records]
     _check_lengths(examples, model.cfg.max_seq_len)
     g = torch.Generator().manual_seed(seed)
@@ -106,7 +107,7 @@ def finetune(model, records: list[dict], tokenizer, steps: int, lr: float, batch
             [p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if (step + 1) % log_every == 0 or step + 1 == steps:
+        if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
             log.append({"step": step + 1, "loss": loss.item(), "lr": lr_at(step, cfg),
                         "time": time.perf_counter() - t0})
     model.eval()
@@ -114,8 +115,10 @@ def finetune(model, records: list[dict], tokenizer, steps: int, lr: float, batch
 
 
 @torch.no_grad()
-def sft_loss(model, records: list[dict], tokenizer, batch_size: int = 32, device="cpu") -> float:
+def sft_loss(model, tokenizer, records: list[dict], batch_size: int = 32, device="cpu") -> float:
     """Mean response-only loss per response token over ``records`` (no training)."""
+    if not records:
+        raise ValueError("sft_loss needs at least one record")
     examples = [sft_tokens(r, tokenizer) for r in records]
     _check_lengths(examples, model.cfg.max_seq_len)
     model.eval()
@@ -131,7 +134,8 @@ def sft_loss(model, records: list[dict], tokenizer, batch_size: int = 32, device
 @torch.no_grad()
 def greedy_score(model, tokenizer, records: list[dict], batch_size: int = 32,
                  device="cpu") -> dict:
-    """Greedy exact match by one forward pass per batch; the same dict as ``score``."""
+    """Greedy exact match by one forward pass per batch: ``score``'s dict (exact_match, n,
+    per_family), plus the response loss of that same pass (``"loss"``, as ``sft_loss``)."""
     if not records:
         raise ValueError("greedy_score needs at least one record")
     clean = [{**r, "output": r.get("clean_output", r["output"])} for r in records]
@@ -139,15 +143,20 @@ def greedy_score(model, tokenizer, records: list[dict], batch_size: int = 32,
     _check_lengths(examples, model.cfg.max_seq_len)
     model.eval()
     hits: dict[str, list[bool]] = {}
+    total, count = 0.0, 0
     for i in range(0, len(examples), batch_size):
         x, y = sft_batch(examples[i:i + batch_size], tokenizer.pad_id)
-        guess = model(x.to(device)).argmax(-1).cpu()
-        right = ((guess == y) | (y == IGNORE)).all(dim=1)       # every response token
+        logits = model(x.to(device)).float().cpu()
+        right = ((logits.argmax(-1) == y) | (y == IGNORE)).all(dim=1)   # every response token
         for record, ok in zip(clean[i:i + batch_size], right.tolist()):
             hits.setdefault(record["family"], []).append(ok)
+        total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE,
+                                 reduction="sum").item()
+        count += int((y != IGNORE).sum())
     every = [h for family in hits.values() for h in family]
     return {"exact_match": sum(every) / len(every), "n": len(every),
-            "per_family": {f: sum(h) / len(h) for f, h in sorted(hits.items())}}
+            "per_family": {f: sum(h) / len(h) for f, h in sorted(hits.items())},
+            "loss": total / count}
 
 
 @torch.no_grad()

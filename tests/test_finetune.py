@@ -58,7 +58,7 @@ def test_sft_batch_pads_on_the_right_with_ignored_targets():
 def test_padding_does_not_change_the_loss_of_a_record():
     model = tiny_model().eval()
     short, long = records(2, families=["add", "list_to_csv"])[:2]
-    alone = sft_loss(model, [short], TOK)
+    alone = sft_loss(model, TOK, [short])
     x, y = sft_batch([sft_tokens(short, TOK), sft_tokens(long, TOK)], TOK.pad_id)
     with torch.no_grad():
         _, padded = model(x[:1], y[:1])          # row 0 padded to the longer row's length
@@ -67,19 +67,19 @@ def test_padding_does_not_change_the_loss_of_a_record():
 
 def test_a_few_steps_lower_the_response_loss():
     model, data = tiny_model(), records(32)
-    before = sft_loss(model, data, TOK)
-    log = finetune(model, data, TOK, steps=15, lr=1e-2, batch_size=8, warmup=2)
+    before = sft_loss(model, TOK, data)
+    log = finetune(model, TOK, data, steps=15, lr=1e-2, batch_size=8, warmup=2)
     assert [r["step"] for r in log] == list(range(1, 16))
-    assert sft_loss(model, data, TOK) < before - 1.0
+    assert sft_loss(model, TOK, data) < before - 1.0
 
 
 def test_finetune_trains_only_what_peft_left_trainable():
     model = P.apply(tiny_model(), "lora", r=4, alpha=32, targets=["wq", "wv", "w2"])
     data = records(16)
     frozen = {k: v.clone() for k, v in model.state_dict().items() if "lora" not in k}
-    before = sft_loss(model, data, TOK)
-    finetune(model, data, TOK, steps=5, lr=3e-2, batch_size=8, warmup=1)
-    assert sft_loss(model, data, TOK) < before
+    before = sft_loss(model, TOK, data)
+    finetune(model, TOK, data, steps=5, lr=3e-2, batch_size=8, warmup=1)
+    assert sft_loss(model, TOK, data) < before
     after = model.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in frozen.items())        # base untouched
     assert any(after[k].abs().sum() > 0 for k in after if "lora_B" in k)    # B has moved
@@ -88,11 +88,12 @@ def test_finetune_trains_only_what_peft_left_trainable():
 def test_greedy_score_agrees_with_generated_answers():
     model = tiny_model()
     data = records(6, seed=3, families=["add"])
-    finetune(model, data, TOK, steps=60, lr=1e-2, batch_size=6, warmup=5)   # memorise
+    finetune(model, TOK, data, steps=60, lr=1e-2, batch_size=6, warmup=5)   # memorise
     answers = generate_answers(model, TOK, data, max_new_tokens=8)
     assert len(answers) == len(data) and all(isinstance(a, str) for a in answers)
     by_generation, by_forward = score(answers, data), greedy_score(model, TOK, data)
     assert by_forward["exact_match"] > 0                                    # some are right
+    assert by_forward.pop("loss") == pytest.approx(sft_loss(model, TOK, data), rel=1e-5)
     assert by_forward == by_generation
 
 
@@ -100,11 +101,16 @@ def test_clear_errors():
     model = tiny_model(max_seq_len=64)
     data = records(2)
     with pytest.raises(ValueError, match="max_seq_len"):
-        finetune(model, data, TOK, steps=1, lr=1e-3)
+        finetune(model, TOK, data, steps=1, lr=1e-3)
     with pytest.raises(ValueError, match="max_seq_len"):
         generate_answers(model, TOK, data)
     with pytest.raises(ValueError, match="at least one record"):
-        finetune(tiny_model(), [], TOK, steps=1, lr=1e-3)
+        finetune(tiny_model(), TOK, [], steps=1, lr=1e-3)
+    with pytest.raises(ValueError, match="log_every must be a positive integer"):
+        finetune(tiny_model(), TOK, data, steps=1, lr=1e-3, log_every=0)
+    for measure in (sft_loss, greedy_score):
+        with pytest.raises(ValueError, match="at least one record"):
+            measure(model, TOK, [])
     frozen = tiny_model().requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable"):
-        finetune(frozen, data, TOK, steps=1, lr=1e-3)
+        finetune(frozen, TOK, data, steps=1, lr=1e-3)
