@@ -139,7 +139,8 @@ def test_round_trip_fixed(tok, text):
     assert ByteTokenizer().decode(ByteTokenizer().encode(text)) == text
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(st.text())
 def test_round_trip_any_text(tok, text):
     ids = tok.encode(text)
@@ -301,8 +302,9 @@ def test_llama2c_merge_order_follows_scores(tmp_path, ab, bc, expected):
     assert [t.pieces[i].decode() for i in ids] == [" "] + expected
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.text(alphabet=st.sampled_from("abcehlo \n") | st.characters(), max_size=30))
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.text(alphabet=st.sampled_from("abcehlo \n") | st.characters(codec="utf-8"),
+               max_size=30))
 def test_llama2c_round_trip(tmp_path_factory, text):
     path = tmp_path_factory.getbasetemp() / "rt.bin"
     if not path.exists():
@@ -331,3 +333,14 @@ def test_llama2c_errors(tmp_path, l2c):
         l2c.encode(None)
     with pytest.raises(ValueError, match=str(n)):
         l2c.decode([1, n])
+
+
+def test_lone_surrogates_are_refused_with_a_value_error(tmp_path):
+    """A lone surrogate is not encodable Unicode: both tokenizers say so (UnicodeEncodeError
+    is a ValueError naming the character and its position)."""
+    path = tmp_path / "tok.bin"
+    write_bin(path)
+    tokenizers = [ByteTokenizer(), Llama2cTokenizer(path, 259 + len(EXTRA))]
+    for t in tokenizers:
+        with pytest.raises(ValueError, match="surrogates not allowed"):
+            t.encode("ok \ud800")
