@@ -107,9 +107,9 @@ class KVCache(nn.Module):
                              f"cannot write up to position {end}")
         if k.shape[0] != self.k.shape[0]:
             raise ValueError(f"KV cache was made for batch {self.k.shape[0]}, got {k.shape[0]}")
-        self.k[:, :, start_pos:end] = k
-        self.v[:, :, start_pos:end] = v
-        return self.k[:, :, :end], self.v[:, :, :end]
+        self.k.narrow(2, start_pos, k.shape[2]).copy_(k)       # k[:, :, start_pos:end] = k
+        self.v.narrow(2, start_pos, v.shape[2]).copy_(v)
+        return self.k.narrow(2, 0, end), self.v.narrow(2, 0, end)
 
 
 class Attention(nn.Module):
@@ -150,19 +150,22 @@ class Attention(nn.Module):
             q = (q * attention_temperature(positions, *self.temperature)[:, None]).type_as(q)
         if cache is not None:
             k, v = cache.update(start_pos, k, v)
-        k, v = repeat_kv(k, self.n_rep), repeat_kv(v, self.n_rep)
         s = k.shape[2]
 
         bias = None if self.score_bias is None else self.score_bias(self, x, q, start_pos)
         mask = lambda: causal_mask(t, s, start_pos, x.device, self.chunk)
         if self.use_sdpa and bias is None:
+            # The fused kernel shares each KV head with its query group itself
+            # (enable_gqa), so the repeated keys and values are never materialised.
+            gqa = self.n_rep > 1
             if self.chunk is None and start_pos == 0 and t == s:     # plain causal prefix
-                out = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1, enable_gqa=gqa)
             elif self.chunk is None and t == 1:   # one new token sees every cached key
-                out = F.scaled_dot_product_attention(q, k, v)
+                out = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
             else:                                 # a chunk of new tokens, or chunked layers
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask())
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask(), enable_gqa=gqa)
         else:
+            k, v = repeat_kv(k, self.n_rep), repeat_kv(v, self.n_rep)
             out = attend_explicit(q, k, v, mask(), bias)
         if self.prompt is not None:
             out = out + self.prompt(self, x, q)

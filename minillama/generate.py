@@ -11,6 +11,12 @@ A language model gives p(x_{t+1} | x_{<=t}). Generation feeds its own samples ba
 With the KV cache the prompt is processed once ("prefill") and every later step feeds a
 single token; without it the whole sequence is recomputed each step. Both give exactly
 the same tokens (a test checks it), the cache just skips the repeated work.
+
+Decoding one token runs a few hundred small tensor operations for one vector, so the
+bookkeeping around each operation costs as much as the arithmetic. ``generate`` runs
+under ``torch.inference_mode()``, which skips autograd's bookkeeping entirely (no
+version counters, no graph), a cheaper promise than ``no_grad``: its tensors can never
+join a backward pass.
 """
 
 from __future__ import annotations
@@ -60,7 +66,7 @@ def _check(temperature, top_k, top_p, max_new_tokens):
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate(model, tokens, max_new_tokens: int, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None,
              stop_tokens=(), seed: int | None = None, use_cache: bool = True):

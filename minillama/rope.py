@@ -77,13 +77,21 @@ def apply_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor,
     """Rotate queries or keys ``x`` of shape (b, h, t, d) by ``freqs_cis`` (t, d/2).
 
     Each pair becomes a complex number, is multiplied by e^{i p f_i}, and is written
-    back in the same layout. The arithmetic is done in float32.
+    back in the same layout. The arithmetic is done in float32. In the interleaved
+    layout the pairs are neighbours in memory, so viewing them as complex numbers
+    costs no copy (``view_as_complex`` needs the two members of a pair adjacent).
     """
     if x.shape[-2] != freqs_cis.shape[0] or x.shape[-1] != 2 * freqs_cis.shape[1]:
         raise ValueError(f"apply_rotary_emb: x has (t, d) = {tuple(x.shape[-2:])} but "
                          f"freqs_cis has (t, d/2) = {tuple(freqs_cis.shape)}")
-    pattern = _PAIRS[layout]
-    pairs = rearrange(x.float(), pattern, two=2).contiguous()
+    if layout == "interleaved":                    # pairs are neighbours: a free view
+        pairs = x.float().unflatten(-1, (-1, 2))   # (..., d) -> (..., d/2, 2)
+        if pairs.storage_offset() % 2 or any(st % 2 for st in pairs.stride()[:-1]):
+            pairs = pairs.contiguous()             # a view that cannot be read as complex
+    else:
+        pairs = rearrange(x.float(), _PAIRS[layout], two=2).contiguous()
     rotated = torch.view_as_real(torch.view_as_complex(pairs) * freqs_cis)
-    inverse = " -> ".join(reversed(pattern.split(" -> ")))
+    if layout == "interleaved":
+        return rotated.flatten(-2).type_as(x)      # (..., d/2, 2) -> (..., d)
+    inverse = " -> ".join(reversed(_PAIRS[layout].split(" -> ")))
     return rearrange(rotated, inverse, two=2).type_as(x)

@@ -9,6 +9,7 @@ from minillama import CONFIGS, Llama, LlamaConfig, RopeScaling, count_parameters
 from minillama.attention import attend_explicit, causal_mask, repeat_kv
 from minillama.generate import filter_top_k, filter_top_p, sample_next
 from minillama.model import kv_cache_bytes_per_token
+from minillama.norm import RMSNorm
 from minillama.rope import apply_rotary_emb, precompute_freqs_cis, rope_frequencies
 
 # SPEC section 1: exact parameter counts of the published models.
@@ -279,3 +280,16 @@ def test_generation_rejects_bad_arguments():
         model.generate(torch.tensor([1]), 64)
     with pytest.raises(ValueError, match="prompt token"):
         model.generate(torch.tensor([], dtype=torch.long), 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rmsnorm_equals_the_formula_written_out(dtype):
+    torch.manual_seed(0)
+    x = (torch.randn(3, 5, 16) * 4).to(dtype)
+    norm = RMSNorm(16, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(16) + 0.5)
+    xf = x.float()                                  # Meta's order: stats in fp32, cast, gain
+    expected = (xf / torch.sqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-5)).to(dtype) * norm.weight
+    torch.testing.assert_close(norm(x), expected, rtol=1e-6, atol=1e-6)
+    assert norm(x).dtype == expected.dtype
