@@ -134,3 +134,12 @@ def test_run_course_stops_a_notebook_that_runs_too_long(tmp_path, capsys):
                             "--timeout", "4"])
     assert code == 1
     assert "FAILED (timed out after 4 s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("chapter", sorted(p.name for p in (ROOT / "notebooks").glob("ch*.ipynb")))
+def test_nb2py_round_trips_every_chapter(chapter):
+    nb2py = load("nb2py")
+    nb = nbformat.read(ROOT / "notebooks" / chapter, as_version=4)
+    again = py2nb.script_to_notebook(nb2py.notebook_to_script(nb))
+    assert [(c.cell_type, c.source) for c in again.cells] == \
+        [(c.cell_type, c.source) for c in nb.cells]
