@@ -43,9 +43,12 @@ from .train import TrainConfig, lr_at, make_optimizer
 IGNORE = -100
 
 
-def sft_tokens(record: dict, tokenizer) -> tuple[list[int], list[int]]:
-    """(inputs, targets) of one record: targets are the next tokens, -100 under the prompt."""
-    prompt = tokenizer.encode(format_prompt(record), bos=True)
+def sft_tokens(record: dict, tokenizer, template=format_prompt) -> tuple[list[int], list[int]]:
+    """(inputs, targets) of one record: targets are the next tokens, -100 under the prompt.
+
+    ``template`` renders a record's prompt (default: the Alpaca-style ``format_prompt``).
+    """
+    prompt = tokenizer.encode(template(record), bos=True)
     response = tokenizer.encode(record["output"]) + [tokenizer.eos_id]
     ids = prompt + response
     labels = [IGNORE] * len(prompt) + response
@@ -74,7 +77,7 @@ def _check_lengths(examples, max_seq_len: int):
 
 def finetune(model, tokenizer, records: list[dict], steps: int, lr: float, batch_size: int = 16,
              warmup: int = 10, weight_decay: float = 0.0, seed: int = 0, device="cpu",
-             log_every: int = 1) -> list[dict]:
+             log_every: int = 1, template=format_prompt) -> list[dict]:
     """Train ``model``'s trainable parameters on ``records`` with the response-only loss.
 
     Batches walk through the records in a fresh random order each epoch (fixed by
@@ -87,7 +90,7 @@ def finetune(model, tokenizer, records: list[dict], steps: int, lr: float, batch
         raise ValueError("the model has no trainable parameters")
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
                       weight_decay=weight_decay, seed=seed, log_every=log_every, progress=False)
-    examples = [sft_tokens(r, tokenizer) for r in records]
+    examples = [sft_tokens(r, tokenizer, template) for r in records]
     _check_lengths(examples, model.cfg.max_seq_len)
     g = torch.Generator().manual_seed(seed)
     order: list[int] = []
@@ -115,11 +118,12 @@ def finetune(model, tokenizer, records: list[dict], steps: int, lr: float, batch
 
 
 @torch.no_grad()
-def sft_loss(model, tokenizer, records: list[dict], batch_size: int = 32, device="cpu") -> float:
+def sft_loss(model, tokenizer, records: list[dict], batch_size: int = 32, device="cpu",
+             template=format_prompt) -> float:
     """Mean response-only loss per response token over ``records`` (no training)."""
     if not records:
         raise ValueError("sft_loss needs at least one record")
-    examples = [sft_tokens(r, tokenizer) for r in records]
+    examples = [sft_tokens(r, tokenizer, template) for r in records]
     _check_lengths(examples, model.cfg.max_seq_len)
     model.eval()
     total, count = 0.0, 0
@@ -133,13 +137,13 @@ def sft_loss(model, tokenizer, records: list[dict], batch_size: int = 32, device
 
 @torch.no_grad()
 def greedy_score(model, tokenizer, records: list[dict], batch_size: int = 32,
-                 device="cpu") -> dict:
+                 device="cpu", template=format_prompt) -> dict:
     """Greedy exact match by one forward pass per batch: ``score``'s dict (exact_match, n,
     per_family), plus the response loss of that same pass (``"loss"``, as ``sft_loss``)."""
     if not records:
         raise ValueError("greedy_score needs at least one record")
     clean = [{**r, "output": r.get("clean_output", r["output"])} for r in records]
-    examples = [sft_tokens(r, tokenizer) for r in clean]
+    examples = [sft_tokens(r, tokenizer, template) for r in clean]
     _check_lengths(examples, model.cfg.max_seq_len)
     model.eval()
     hits: dict[str, list[bool]] = {}
@@ -161,13 +165,14 @@ def greedy_score(model, tokenizer, records: list[dict], batch_size: int = 32,
 
 @torch.no_grad()
 def generate_answers(model, tokenizer, records: list[dict], max_new_tokens: int = 32,
-                     device="cpu") -> list[str]:
-    """Greedy answers after ``format_prompt``, one string per record (EOS not included).
+                     device="cpu", template=format_prompt) -> list[str]:
+    """Greedy answers after the prompt ``template`` renders, one string per record (EOS not
+    included).
 
     Prompts of the same length are decoded together as one batch, so no padding (and no
     attention mask) is needed.
     """
-    prompts = [tokenizer.encode(format_prompt(r), bos=True) for r in records]
+    prompts = [tokenizer.encode(template(r), bos=True) for r in records]
     longest = max((len(p) for p in prompts), default=0)
     if longest >= model.cfg.max_seq_len:
         raise ValueError(f"a prompt of {longest} tokens fills the model's max_seq_len="

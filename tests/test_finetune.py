@@ -114,3 +114,23 @@ def test_clear_errors():
     frozen = tiny_model().requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable"):
         finetune(frozen, TOK, data, steps=1, lr=1e-3)
+
+
+def test_the_sft_loss_is_the_mean_over_response_tokens_only():
+    model = tiny_model().eval()
+    record = records(1)[0]
+    inputs, targets = sft_tokens(record, TOK)
+    prompt_len = len(TOK.encode(format_prompt(record), bos=True))
+    x = torch.tensor([inputs])
+    with torch.no_grad():
+        logits, loss = model(x, torch.tensor([targets]))
+    logp = torch.log_softmax(logits[0].float(), dim=-1)
+    full = inputs + [targets[-1]]
+    # response token t (t >= prompt_len, EOS included) is predicted at position t - 1
+    response = range(prompt_len, len(full))
+    direct = -sum(logp[t - 1, full[t]].item() for t in response) / len(response)
+    assert loss.item() == pytest.approx(direct, rel=1e-5)
+    # the control: with the prompt's next tokens as targets too, the loss would differ
+    with torch.no_grad():
+        _, unmasked = model(x, torch.tensor([full[1:]]))
+    assert abs(unmasked.item() - loss.item()) > 1e-3
