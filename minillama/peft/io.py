@@ -10,10 +10,14 @@ saved adapter carries a fingerprint of its base and ``load`` refuses a mismatch:
 
 The probe (the first values of the first rows of the embedding and the head) tells
 two bases of the same shape apart and survives a change of dtype (it is compared with
-a tolerance). Both files are written into a temporary directory that replaces the
+a tolerance). For QLoRA the base is the full-precision model *before* quantisation: the
+embedding and head stay in full precision, so the fingerprint is the same before and
+after, and NF4 is deterministic, so ``load`` re-quantises a fresh base (with the saved
+``blocksize`` and ``double_quant`` options) to the very same 4-bit weights the adapter
+was trained on. Both files are written into a temporary directory that replaces the
 target in one step (``checkpoints/io.py``).
 
-``format="peft"`` writes a LoRA adapter the way Hugging Face peft does
+``format="peft"`` writes a LoRA (or QLoRA) adapter the way Hugging Face peft does
 (``adapter_config.json`` + ``adapter_model.safetensors``, keys such as
 ``base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight``), for our base
 exported with ``minillama.save(model, dir, format="hf")``. The HF export reorders the
@@ -101,9 +105,12 @@ def save_adapter(model, path, format: str = "minillama", base_model_name_or_path
     if model.tok_embeddings.weight.device.type == "meta":
         raise ValueError("the model is on the meta device: it has shapes but no values to save")
     if format == "peft":
-        if config["method"] != "lora":
+        if config["method"] not in ("lora", "qlora"):
             raise ValueError(f"format='peft' holds LoRA adapters only; save {config['method']} "
                              f"with format='minillama'")
+        if config["merged"] and config["method"] == "qlora":
+            raise ValueError("qlora was merged into the weights; save the adapter before "
+                             "merging")
         tensors, meta = _peft_export(model, config["options"], base_model_name_or_path)
     else:
         if config["merged"] and config["method"] != "lora":

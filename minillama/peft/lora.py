@@ -17,15 +17,22 @@ LLaMA-7B is 32 * 2 * 8 * (4096 + 4096) = 4,194,304, about 0.06% of the model.
 Because the update is linear, it can be folded into the weight for inference,
 ``W0 <- W0 + s B A`` (merge), and taken out again, ``W0 <- W0 - s B A`` (unmerge):
 a merged model is as fast as the base model.
+
+Switching the low-rank path off (``lora_disabled``) gives back the base model, h = W0 x,
+without a second copy of it in memory: DPO uses that as its frozen reference.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..quant.linear4bit import dequantize_model, quantize_model
 
 TARGETS = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
 
@@ -47,21 +54,28 @@ def lora_merge(W0: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float)
 
 
 class LoRALinear(nn.Module):
-    """Wraps a frozen ``nn.Linear`` (``self.base``) with a trainable update ``s * B A``."""
+    """Wraps a frozen linear map x W0^T (``self.base``) with a trainable update ``s * B A``.
 
-    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0,
+    The base is an ``nn.Linear`` or any module with ``in_features``, ``out_features``,
+    ``device``, ``dtype`` and ``to_linear()``, such as QLoRA's 4-bit
+    ``minillama.quant.Linear4bit`` (whose update cannot be merged in place: ``to_linear``).
+    """
+
+    def __init__(self, base: nn.Module, r: int, alpha: float, dropout: float = 0.0,
                  rslora: bool = False):
         super().__init__()
         self.base = base.requires_grad_(False)
         self.r, self.scale = r, lora_scale(r, alpha, rslora)
-        w = base.weight
-        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, device=w.device,
-                                               dtype=w.dtype))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, device=w.device,
-                                               dtype=w.dtype))
+        if isinstance(base, nn.Linear):
+            device, dtype = base.weight.device, base.weight.dtype
+        else:                             # a quantised base: where and in what it computes
+            device, dtype = base.device, base.dtype
+        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, device=device, dtype=dtype))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, device=device, dtype=dtype))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))   # a no-op on the meta device
         self.dropout = nn.Dropout(dropout)
         self.merged = False
+        self.enabled = True               # False: the low-rank path is skipped (lora_disabled)
 
     @property
     def in_features(self) -> int:
@@ -72,14 +86,20 @@ class LoRALinear(nn.Module):
         return self.base.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.merged:                   # the update already lives in base.weight
+        if self.merged or not self.enabled:   # merged: the update lives in base.weight
             return self.base(x)
         return self.base(x) + self.scale * F.linear(F.linear(self.dropout(x), self.lora_A),
                                                     self.lora_B)
 
+    def _check_mergeable(self):
+        if not isinstance(self.base, nn.Linear):
+            raise ValueError(f"cannot fold the update into a {type(self.base).__name__} in "
+                             f"place; to_linear() gives a full-precision nn.Linear with it")
+
     @torch.no_grad()
     def merge(self):
         """W0 <- W0 + s B A (once; merging twice would add the update twice)."""
+        self._check_mergeable()
         if not self.merged:
             w = self.base.weight
             w.copy_(lora_merge(w.float(), self.lora_A.float(), self.lora_B.float(),
@@ -89,11 +109,25 @@ class LoRALinear(nn.Module):
     @torch.no_grad()
     def unmerge(self):
         """W0 <- W0 - s B A, undoing ``merge`` (exactly up to float rounding)."""
+        self._check_mergeable()
         if self.merged:
             w = self.base.weight
             w.copy_(lora_merge(w.float(), self.lora_A.float(), self.lora_B.float(),
                                -self.scale).to(w.dtype))
             self.merged = False
+
+    @torch.no_grad()
+    def to_linear(self) -> nn.Linear:
+        """A new frozen ``nn.Linear`` with W0 + s B A (a quantised W0 dequantised first)."""
+        if isinstance(self.base, nn.Linear):
+            linear = copy.deepcopy(self.base)
+        else:
+            linear = self.base.to_linear()
+        if not self.merged:
+            w = linear.weight
+            w.copy_(lora_merge(w.float(), self.lora_A.float(), self.lora_B.float(),
+                               self.scale).to(w.dtype))
+        return linear.requires_grad_(False)
 
     def extra_repr(self) -> str:
         return f"r={self.r}, scale={self.scale:g}, merged={self.merged}"
@@ -120,5 +154,45 @@ def apply_lora(model, r: int, alpha: float, dropout: float, targets, rslora: boo
     return model
 
 
+def apply_qlora(model, r: int, alpha: float, dropout: float, targets, rslora: bool,
+                blocksize: int, double_quant: bool):
+    """QLoRA (Dettmers et al., arXiv 2305.14314): every linear of the blocks frozen in NF4
+    (``minillama.quant``, double quantisation by default), then LoRA on ``targets``."""
+    quantize_model(model, blocksize, double_quant)
+    return apply_lora(model, r, alpha, dropout, targets, rslora)
+
+
+def merge_qlora(model):
+    """One way to full precision: each LoRA module becomes an ``nn.Linear`` holding
+    dequant(W0) + s B A, every other 4-bit layer a dequantised ``nn.Linear``."""
+    for parent, name, _ in block_linears(model):
+        module = getattr(parent, name)
+        if isinstance(module, LoRALinear):
+            setattr(parent, name, module.to_linear())
+    return dequantize_model(model)
+
+
 def lora_modules(model) -> list[LoRALinear]:
     return [m for m in model.modules() if isinstance(m, LoRALinear)]
+
+
+@contextmanager
+def lora_disabled(model):
+    """Inside the block every LoRA path is off, so ``model`` computes the base model's W0 x.
+
+    Nothing is copied or changed: each ``LoRALinear`` skips its ``s * B A`` term until the
+    block ends (also when it ends with an exception). A merged update lives inside W0 and
+    cannot be skipped, so a merged model is refused.
+    """
+    modules = lora_modules(model)
+    if any(m.merged for m in modules):
+        raise ValueError("the LoRA update is merged into the weights; call "
+                         "minillama.peft.unmerge(model) before disabling it")
+    before = [m.enabled for m in modules]
+    for m in modules:
+        m.enabled = False
+    try:
+        yield model
+    finally:
+        for m, flag in zip(modules, before):
+            m.enabled = flag

@@ -1,0 +1,213 @@
+"""Direct Preference Optimization: learn from "this answer, not that one" without a reward model.
+
+RLHF (InstructGPT, Ouyang et al., arXiv 2203.02155) fits a reward model r(x, y) to human
+preferences and then maximises it with PPO under a KL penalty to a reference policy:
+
+    max_pi  E[r(x, y)] - beta * KL(pi(.|x) || pi_ref(.|x))
+
+DPO (Rafailov et al., arXiv 2305.18290) notices that this objective has a closed-form
+optimum, pi*(y|x) ~ pi_ref(y|x) exp(r(x, y) / beta), so every policy defines an *implicit
+reward* r(x, y) = beta log(pi(y|x) / pi_ref(y|x)) (up to a term in x alone, which cancels
+below). Putting it into the Bradley-Terry model p(y_w > y_l) = sigma(r_w - r_l) and
+maximising the likelihood of the preferred y_w over the rejected y_l gives a plain loss:
+
+    L = -log sigma( beta * [ (log pi(y_w|x) - log pi_ref(y_w|x))
+                           - (log pi(y_l|x) - log pi_ref(y_l|x)) ] )
+
+log pi(y|x) is the *sum* of the response tokens' log-probabilities (``sequence_logprobs``).
+Logged per step: the implicit rewards beta (pi_w - ref_w) and beta (pi_l - ref_l), their
+difference (the reward margin) and the preference accuracy, the share of pairs whose
+margin is > 0 (a tie counts as wrong, so step 1 of a run whose reference is the policy
+itself reads 0).
+
+The gradient, with m the bracket above, is -beta sigma(-beta m) (grad pi_w - grad pi_l):
+the same push up on y_w and down on y_l, weighted by how wrong the model still is. At
+pi = pi_ref the loss is log 2 and the weight beta / 2. DPO only cares about the *difference*,
+so both log-probabilities may fall; ``nll_weight`` adds the mean per-token negative
+log-likelihood of y_w (as in RPO, Pang et al., arXiv 2404.19733) to keep y_w likely:
+
+    L_total = L + nll_weight * ( -log pi(y_w|x) / |y_w| )
+
+The reference never changes, so ``dpo_train`` computes its log-probabilities once, before
+the first step, for exactly the pairs the run will visit. The reference is ``reference`` if
+given; otherwise, for a model with LoRA, the same model with the adapter switched off
+(``minillama.peft.disabled``: the base model, no second copy in memory; note that a LoRA
+already trained by SFT is switched off too); otherwise the model as it is when training
+starts (again no copy: its values are taken before step 1).
+Pairs are dicts with ``prompt``, ``chosen`` and ``rejected`` (``data/preferences.py``);
+they are tokenised as SFT does: BOS + prompt, then response + EOS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import torch
+import torch.nn.functional as F
+
+from .finetune import IGNORE, sft_batch
+from .peft import disabled
+from .train import TrainConfig, lr_at, make_optimizer
+
+
+def pair_tokens(pair: dict, tokenizer) -> tuple[list[int], list[int], list[int]]:
+    """(prompt, chosen, rejected) ids of one pair: BOS + prompt, each response + EOS."""
+    for field in ("prompt", "chosen", "rejected"):
+        if not isinstance(pair.get(field), str):
+            raise ValueError(f"a preference pair needs a string field {field!r}; got "
+                             f"{type(pair.get(field)).__name__}")
+    prompt = tokenizer.encode(pair["prompt"], bos=True)
+    return (prompt, tokenizer.encode(pair["chosen"]) + [tokenizer.eos_id],
+            tokenizer.encode(pair["rejected"]) + [tokenizer.eos_id])
+
+
+def sequence_logprobs(model, prompts_ids: list[list[int]], responses_ids: list[list[int]],
+                      pad_id: int = 0) -> torch.Tensor:
+    """log pi(y|x) = sum_t log p(y_t | x, y_<t) for each (prompt, response) pair; shape (b,).
+
+    The pairs are right-padded into one batch; the prompt and the padding get target -100,
+    which ``F.cross_entropy`` scores as 0, so summing over positions adds up exactly the
+    response tokens. Differentiable: wrap in ``torch.no_grad()`` for a reference model.
+    """
+    if len(prompts_ids) != len(responses_ids):
+        raise ValueError(f"got {len(prompts_ids)} prompts for {len(responses_ids)} responses")
+    if not prompts_ids:
+        raise ValueError("sequence_logprobs needs at least one (prompt, response) pair")
+    examples = []
+    for prompt, response in zip(prompts_ids, responses_ids):
+        if not prompt or not response:
+            raise ValueError("every prompt and every response needs at least one token")
+        ids = list(prompt) + list(response)
+        examples.append((ids[:-1], [IGNORE] * (len(prompt) - 1) + list(response)))
+    longest = max(len(x) for x, _ in examples)
+    if longest > model.cfg.max_seq_len:
+        raise ValueError(f"a prompt + response is {longest + 1} tokens but the model's "
+                         f"max_seq_len is {model.cfg.max_seq_len}")
+    x, y = sft_batch(examples, pad_id)
+    device = model.tok_embeddings.weight.device
+    x, y = x.to(device), y.to(device)
+    logits = model(x).float()                                            # (b, t, V)
+    nll = F.cross_entropy(logits.transpose(1, 2), y, ignore_index=IGNORE, reduction="none")
+    return -nll.sum(dim=1)                                               # (b,)
+
+
+def dpo_loss(pi_w: torch.Tensor, pi_l: torch.Tensor, ref_w: torch.Tensor,
+             ref_l: torch.Tensor, beta: float = 0.1, nll_weight: float = 0.0,
+             chosen_lengths: torch.Tensor | None = None):
+    """The DPO loss (mean over pairs) and its diagnostics, from summed log-probabilities.
+
+    Returns ``(loss, stats)``; stats holds per-pair ``chosen_reward`` = beta (pi_w - ref_w),
+    ``rejected_reward`` = beta (pi_l - ref_l), ``margin`` = their difference (all
+    detached), ``accuracy`` = mean(margin > 0), and ``nll`` = mean(-pi_w / |y_w|) when
+    ``nll_weight`` > 0 (which needs ``chosen_lengths``, the token counts of y_w).
+    """
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    shapes = {t.shape for t in (pi_w, pi_l, ref_w, ref_l)}
+    if len(shapes) != 1:
+        raise ValueError(f"pi_w, pi_l, ref_w, ref_l must have one shape, got {sorted(shapes)}")
+    chosen = beta * (pi_w - ref_w)
+    rejected = beta * (pi_l - ref_l)
+    loss = -F.logsigmoid(chosen - rejected).mean()        # -log sigma(beta * m), stable
+    margin = (chosen - rejected).detach()
+    stats = {"chosen_reward": chosen.detach(), "rejected_reward": rejected.detach(),
+             "margin": margin, "accuracy": (margin > 0).float().mean()}
+    if nll_weight:
+        if chosen_lengths is None:
+            raise ValueError("nll_weight > 0 needs chosen_lengths (tokens of each y_w)")
+        nll = (-pi_w / torch.as_tensor(chosen_lengths, dtype=pi_w.dtype,
+                                       device=pi_w.device)).mean()
+        loss = loss + nll_weight * nll
+        stats["nll"] = nll.detach()
+    return loss, stats
+
+
+def _both(model, tokens, rows, pad_id):
+    """log pi of chosen and of rejected for the pairs ``rows``, in one batch of 2b rows."""
+    prompts = [tokens[i][0] for i in rows]
+    out = sequence_logprobs(model, prompts + prompts,
+                            [tokens[i][1] for i in rows] + [tokens[i][2] for i in rows], pad_id)
+    return out[:len(rows)], out[len(rows):]
+
+
+@torch.no_grad()
+def reference_logprobs(model, tokenizer, pairs: list[dict], reference=None,
+                       batch_size: int = 16) -> torch.Tensor:
+    """(n, 2) reference log-probabilities [log ref(y_w|x), log ref(y_l|x)] of ``pairs``.
+
+    ``reference`` if given; else ``model`` with its (unmerged) LoRA or QLoRA adapter
+    disabled, if it has one; else ``model`` itself (call this before training changes it).
+    """
+    tokens = [pair_tokens(p, tokenizer) for p in pairs]
+    scorer = reference if reference is not None else model
+    off = contextlib.nullcontext()
+    config = getattr(model, "peft_config", None)
+    if reference is None and config and config["method"] in ("lora", "qlora") \
+            and not config["merged"]:
+        off = disabled(model)
+    was_training = scorer.training
+    scorer.eval()
+    out = []
+    with off:
+        for i in range(0, len(tokens), batch_size):
+            w, lose = _both(scorer, tokens, range(i, min(i + batch_size, len(tokens))),
+                            tokenizer.pad_id)
+            out.append(torch.stack([w, lose], dim=1).cpu())
+    scorer.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, 2)
+
+
+def dpo_train(model, tokenizer, pairs: list[dict], steps: int, lr: float, beta: float = 0.1,
+              batch_size: int = 8, nll_weight: float = 0.0, reference=None, warmup: int = 0,
+              weight_decay: float = 0.0, seed: int = 0, log_every: int = 1) -> list[dict]:
+    """Train ``model``'s trainable parameters with the DPO loss on ``pairs``.
+
+    Batches walk through the pairs in a fresh seeded order each epoch; the learning rate
+    follows ``train.lr_at`` (warm-up, cosine). Returns the log, every ``log_every`` steps:
+    {"step", "loss", "margin", "accuracy", "chosen_reward", "rejected_reward", "lr", "time"}
+    (batch means; plus "nll" when ``nll_weight`` > 0). The model is left in eval mode.
+    """
+    if not pairs:
+        raise ValueError("dpo_train needs at least one preference pair")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError("the model has no trainable parameters")
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
+                      weight_decay=weight_decay, seed=seed, log_every=log_every, progress=False)
+    tokens = [pair_tokens(p, tokenizer) for p in pairs]
+    g = torch.Generator().manual_seed(seed)
+    order, schedule = [], []
+    for _ in range(steps):                                  # every step's batch, up front
+        while len(order) < batch_size:
+            order += torch.randperm(len(pairs), generator=g).tolist()
+        schedule.append(order[:batch_size])
+        order = order[batch_size:]
+    used = sorted({i for batch in schedule for i in batch})
+    ref = torch.zeros(len(pairs), 2)
+    ref[used] = reference_logprobs(model, tokenizer, [pairs[i] for i in used], reference,
+                                   batch_size=max(batch_size, 16))
+    device = model.tok_embeddings.weight.device
+    ref = ref.to(device)
+
+    model.train()
+    optimizer = make_optimizer(model, cfg)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    log, t0 = [], time.perf_counter()
+    for step, batch in enumerate(schedule):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        pi_w, pi_l = _both(model, tokens, batch, tokenizer.pad_id)
+        lengths = torch.tensor([len(tokens[i][1]) for i in batch], device=device)
+        loss, stats = dpo_loss(pi_w, pi_l, ref[batch, 0], ref[batch, 1], beta,
+                               nll_weight, lengths)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
+            row = {"step": step + 1, "loss": loss.item(), "lr": lr_at(step, cfg)}
+            row.update({k: v.float().mean().item() for k, v in stats.items()})
+            row["time"] = time.perf_counter() - t0
+            log.append(row)
+    model.eval()
+    return log
