@@ -30,10 +30,27 @@ def _device(name):
 
 def _measure(model, tok, recipe, val_data, n_problems: int = 200) -> dict:
     """Validation loss, and for arithmetic the accuracy on problems never trained on."""
-    from .recipes import arithmetic_accuracy, heldout_problems
+    from .recipes import (
+        MOD10_FORMS,
+        arithmetic_accuracy,
+        heldout_problems,
+        mod10_heldout,
+        mod10_scores,
+    )
     from .train import evaluate
 
     result = {"val_loss": round(evaluate(model, val_data, recipe.train), 4)}
+    if recipe.data == "mixed":          # the tasks in the pretraining form, on unseen records
+        from .data import instruction_data
+        from .finetune import greedy_score
+        from .recipes import task_prompt
+        records = instruction_data(n_problems, seed=recipe.data_size.get("seed", 0) + 303,
+                                   families=recipe.data_size.get("families"))
+        result["task_accuracy_plain"] = round(
+            greedy_score(model, tok, records, template=task_prompt)["exact_match"], 4)
+        result["task_accuracy_alpaca"] = round(greedy_score(model, tok, records)["exact_match"], 4)
+    if recipe.data in MOD10_FORMS:      # greedy per marker; sampled + voted where unmarked
+        result.update(mod10_scores(model, tok, recipe, mod10_heldout(recipe, n_problems)))
     if recipe.data == "arithmetic":
         unseen = heldout_problems(recipe, n_problems)
         for style in ("direct", "steps"):
@@ -43,8 +60,7 @@ def _measure(model, tok, recipe, val_data, n_problems: int = 200) -> dict:
 
 def cmd_train(args):
     from . import save
-    from .model import Llama
-    from .recipes import build_data, get_recipe
+    from .recipes import build_data, get_recipe, initial_model
     from .reference import hardware, write_card
     from .train import setup_distributed, train
 
@@ -56,7 +72,7 @@ def cmd_train(args):
     out = Path(args.out or f"runs/{recipe.name}")
     torch.manual_seed(recipe.train.seed)
     tok, train_data, val_data = build_data(recipe)
-    model = Llama(recipe.model)
+    model = initial_model(recipe)
     t0 = time.perf_counter()
     train(model, train_data, recipe.train, out_dir=str(out), val_data=val_data,
           resume=args.resume, device=device)
@@ -76,6 +92,7 @@ def cmd_train(args):
                  **_measure(model, tok, recipe, val_data),
                  device=device, hardware=hardware(), wall_time_s=round(wall, 1),
                  resumed=bool(args.resume), torch=torch.__version__,
+                 **({"init_from": recipe.init_from} if recipe.init_from else {}),
                  command=" ".join(["python -m minillama"] + sys.argv[1:]))
     card = write_card(out / "model", **facts)
     print(json.dumps({k: v for k, v in card.items() if k != "sha256"}, indent=2))

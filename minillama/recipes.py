@@ -9,18 +9,39 @@ recipes; their ``card.json`` records the recipe, steps, tokens, losses, hardware
 * ``arithmetic`` — a small model on 3-digit additions written in both answer formats:
   ``Q: 12+34=\\nA: 46`` (direct) and ``Q: 12+34=\\nS: 2+4+0=6 c0, ... #### 46`` (steps).
   The answer marker tells the model which format to use. Byte-level tokens.
+* ``mixed`` — the ``stories`` model, pretraining continued on stories mixed with task
+  text: the instruction families of ``data/instructions.py`` written plainly
+  (``Sort these numbers from low to high.\\n4, 9, 1\\nAnswer:\\n1, 4, 9``), never in the
+  Alpaca template. Like LLaMA, the base model has met the skills in its pretraining
+  text; instruction tuning only has to teach it the prompt format (the PEFT chapters).
 * ``tiny-stories`` — the ``stories`` data at a size that trains in a minute on a CPU
   (the chapter's CPU profile and the tests).
+* ``mod10``, ``mod10-paths``, ``mod10-mix`` — chains of 8 single-digit operations mod 10
+  (``data/arithmetic.mod10_chain``), byte-level tokens, for chapters 16 and 17. The
+  marker after the question says what to write: ``A:`` an answer, ``S:`` steps.
+  ``mod10``: ``Q: 3 +4 *7 -2 ...=\nA: 7`` (direct) and ``\nS: 3 +4=7, 7 *7=9, ... #### 7``
+  (one op per step); ``mod10-paths``: ``S:`` with one or two ops per step, unmarked which;
+  ``mod10-mix``: ``A:`` with either the direct answer or the one-op steps, unmarked.
+
+A recipe with ``init_from`` starts from that shipped reference's weights and tokenizer
+instead of a random model (continued pretraining).
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field, replace
 
 import torch
 
 from .config import LlamaConfig
-from .data import addition_problems, extract_answer, story_splits
+from .data import (
+    addition_problems,
+    extract_answer,
+    instruction_data,
+    mod10_chain,
+    story_splits,
+)
 from .tokenizer import ByteTokenizer, Tokenizer
 from .train import TrainConfig
 
@@ -30,8 +51,9 @@ class Recipe:
     name: str
     model: LlamaConfig
     train: TrainConfig
-    data: str                       # "stories" or "arithmetic"
+    data: str                       # "stories", "arithmetic", "mixed" or a MOD10_FORMS key
     data_size: dict = field(default_factory=dict)
+    init_from: str | None = None    # a shipped reference to continue from
 
 
 def stories_data(n_train: int = 20000, n_val: int = 500, vocab_size: int = 512, seed: int = 0):
@@ -40,6 +62,40 @@ def stories_data(n_train: int = 20000, n_val: int = 500, vocab_size: int = 512, 
     tok = Tokenizer.train(train[:4000], vocab_size)
     enc = lambda texts: torch.tensor([i for t in texts for i in tok.encode(t, bos=True, eos=True)])
     return tok, enc(train), enc(val)
+
+
+# The task families in the ``mixed`` pretraining text: ones a few-million-parameter model
+# learns in minutes (look-ups, extremes, letter edits, word counts, refusals).
+MIXED_FAMILIES = ["lookup_colour", "lookup_age", "max_list", "min_list", "uppercase",
+                  "capitalize", "reverse_word", "count_words", "refusal", "list_to_csv"]
+
+
+def task_text(record: dict) -> str:
+    """A task as plain text, the way pretraining text might show it (not the Alpaca form)."""
+    given = f"\n{record['input']}" if record["input"] else ""
+    return f"{record['instruction']}{given}\nAnswer:\n{record['output']}"
+
+
+def task_prompt(record: dict) -> str:
+    """``task_text`` up to the answer: the prompt of a task in its pretraining form."""
+    return task_text({**record, "output": ""})
+
+
+def mixed_data(tok, n_stories: int = 20000, n_tasks: int = 60000, n_val: int = 500,
+               seed: int = 0, families=None):
+    """(train tokens, val tokens): stories and plain task text, shuffled together.
+
+    Validation holds out both kinds: unseen stories and task records of another seed.
+    """
+    stories, val_stories = story_splits(n_stories, n_val, seed=seed)
+    tasks = [task_text(r) for r in instruction_data(n_tasks, seed=seed + 101, families=families)]
+    val_tasks = [task_text(r) for r in instruction_data(n_val, seed=seed + 202,
+                                                        families=families)]
+    docs, val = stories + tasks, val_stories + val_tasks
+    random.Random(seed).shuffle(docs)
+    random.Random(seed + 1).shuffle(val)
+    enc = lambda texts: torch.tensor([i for t in texts for i in tok.encode(t, bos=True, eos=True)])
+    return enc(docs), enc(val)
 
 
 def arithmetic_text(rec: dict, style: str) -> str:
@@ -86,6 +142,72 @@ def heldout_problems(recipe: Recipe, n: int) -> list[dict]:
     return unseen[:n]
 
 
+# data kind -> the (marker, answer form) of the training examples, taken in turn
+MOD10_FORMS = {"mod10": (("A", "direct"), ("S", "one")),
+               "mod10-paths": (("S", "one"), ("S", "two")),
+               "mod10-mix": (("A", "direct"), ("A", "one"))}
+
+
+def mod10_problems(n: int, k: int = 8, seed: int = 0) -> list[dict]:
+    """``mod10_chain`` records with both step styles: "cot" (one op) and "cot_two"."""
+    two = mod10_chain(n, k=k, seed=seed, cot_style="two")
+    return [{**r, "cot_two": t["cot"]} for r, t in zip(mod10_chain(n, k=k, seed=seed), two)]
+
+
+def mod10_prompt(rec: dict, marker: str) -> str:
+    """"Q: <question>\n<marker>: ": what the model continues."""
+    return f"Q: {rec['question']}\n{marker}: "
+
+
+def mod10_text(rec: dict, marker: str, form: str) -> str:
+    """One example: the prompt, then the direct answer or the steps ("one" or "two")."""
+    answer = {"direct": rec["answer"], "one": rec["cot"], "two": rec["cot_two"]}[form]
+    return mod10_prompt(rec, marker) + answer
+
+
+def mod10_data(kind: str, n_train: int = 40000, n_val: int = 500, k: int = 8, seed: int = 0):
+    """(tokenizer, train tokens, val tokens): problem i in form i mod 2 of ``kind``."""
+    tok, forms = ByteTokenizer(), MOD10_FORMS[kind]
+    enc = lambda recs: torch.tensor([i for j, r in enumerate(recs) for i in tok.encode(
+        mod10_text(r, *forms[j % len(forms)]), bos=True, eos=True)])
+    return tok, enc(mod10_problems(n_train, k, seed)), enc(mod10_problems(n_val, k, seed + 1))
+
+
+def mod10_heldout(recipe: Recipe, n: int, seed_offset: int = 2) -> list[dict]:
+    """``n`` problems of another seed than training and validation, none seen in training."""
+    size = recipe.data_size
+    seen = {r["question"] for r in mod10_problems(size["n_train"], size.get("k", 8),
+                                                   size.get("seed", 0))}
+    fresh = mod10_problems(2 * n, size.get("k", 8), size.get("seed", 0) + seed_offset)
+    return [r for r in fresh if r["question"] not in seen][:n]
+
+
+def mod10_scores(model, tok, recipe: Recipe, problems: list[dict], n: int = 10,
+                 temperature: float = 1.0, seed: int = 0) -> dict:
+    """Greedy accuracy per marker; for ``A:`` / ``S:`` prompts with sampled answers, the
+    one-sample accuracy, the majority-vote accuracy over ``n`` samples and the share of
+    samples that wrote steps (sampled at ``temperature``, seeded)."""
+    from .reasoning import greedy_cot, self_consistency
+    out = {}
+    for marker in sorted({m for m, _ in MOD10_FORMS[recipe.data]}):
+        prompts = [mod10_prompt(r, marker) for r in problems]
+        gold = [r["answer"] for r in problems]
+        greedy = greedy_cot(model, tok, prompts, max_new_tokens=96)
+        out[f"accuracy_greedy_{marker}"] = sum(
+            g["answer"] == a for g, a in zip(greedy, gold)) / len(gold)
+        if recipe.data == "mod10":
+            continue
+        voted = self_consistency(model, tok, prompts, n=n, temperature=temperature,
+                                 max_new_tokens=96, seed=seed)
+        samples = [(s, x, a) for v, a in zip(voted, gold) for s, x in zip(v["samples"],
+                                                                         v["answers"])]
+        out[f"accuracy_sample_{marker}"] = sum(x == a for _, x, a in samples) / len(samples)
+        out[f"accuracy_vote{n}_{marker}"] = sum(
+            v["answer"] == a for v, a in zip(voted, gold)) / len(gold)
+        out[f"steps_share_{marker}"] = sum("####" in s for s, _, _ in samples) / len(samples)
+    return {k: round(v, 4) for k, v in out.items()}
+
+
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("stories",
            LlamaConfig(dim=192, n_layers=6, n_heads=6, n_kv_heads=2, vocab_size=512,
@@ -99,12 +221,26 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            TrainConfig(steps=2000, batch_size=32, seq_len=128, lr=3e-3, warmup=100,
                        eval_every=250, ckpt_every=250),
            "arithmetic", dict(n_train=40000, n_val=500)),
+    Recipe("mixed",
+           LlamaConfig(dim=192, n_layers=6, n_heads=6, n_kv_heads=2, vocab_size=512,
+                       multiple_of=64, max_seq_len=256, name="mixed"),
+           TrainConfig(steps=400, batch_size=16, seq_len=256, lr=1e-3, warmup=20,
+                       eval_every=100, ckpt_every=100),
+           "mixed", dict(n_stories=8000, n_tasks=60000, n_val=500, families=MIXED_FAMILIES),
+           init_from="stories"),
     Recipe("tiny-stories",
            LlamaConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=512,
                        multiple_of=32, max_seq_len=128, name="tiny-stories"),
            TrainConfig(steps=150, batch_size=16, seq_len=128, lr=3e-3, warmup=20,
                        eval_every=50, eval_batches=4),
            "stories", dict(n_train=2000, n_val=100)),
+    *(Recipe(name,
+             LlamaConfig(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, vocab_size=259,
+                         multiple_of=32, max_seq_len=128, name=name),
+             TrainConfig(steps=steps, batch_size=32, seq_len=128, lr=3e-3, warmup=50,
+                         eval_every=100, ckpt_every=100),
+             name, dict(n_train=40000, n_val=500))
+      for name, steps in [("mod10", 300), ("mod10-paths", 300), ("mod10-mix", 300)]),
 ]}
 
 
@@ -122,4 +258,25 @@ def build_data(recipe: Recipe):
     """(tokenizer, train tokens, val tokens) for a recipe."""
     if recipe.data == "stories":
         return stories_data(**recipe.data_size)
+    if recipe.data in MOD10_FORMS:
+        return mod10_data(recipe.data, **recipe.data_size)
+    if recipe.data == "mixed":
+        from .reference import load_reference
+        _, tok, _ = load_reference(recipe.init_from)
+        return (tok, *mixed_data(tok, **recipe.data_size))
     return arithmetic_data(**recipe.data_size)
+
+
+def initial_model(recipe: Recipe):
+    """A random model, or (``init_from``) the reference's weights in fp32 under this recipe's
+    config name, so that the saved model says which recipe made it."""
+    from .model import Llama
+    model = Llama(recipe.model)
+    if recipe.init_from is not None:
+        from .reference import load_reference
+        start, _, _ = load_reference(recipe.init_from)
+        if start.cfg.replace(name=recipe.model.name) != recipe.model:
+            raise ValueError(f"recipe {recipe.name}: its model config differs from the "
+                             f"{recipe.init_from} reference it continues from")
+        model.load_state_dict(start.float().state_dict())
+    return model

@@ -10,7 +10,7 @@ from minillama import Llama, LlamaConfig, reference, save
 from minillama.reference import HASHED, REFERENCE_DIR, load_reference, verify, write_card
 from minillama.tokenizer import ByteTokenizer
 
-SHIPPED = ("stories", "arithmetic")
+SHIPPED = ("stories", "arithmetic", "mixed")
 
 
 def make_reference(directory, **facts):
@@ -112,3 +112,34 @@ def test_shipped_reference_verifies_and_loads(name):
     prompt = torch.tensor(tok.encode("Q: 1+2=\n" if name == "arithmetic" else "Once", bos=True))
     out = model.generate(prompt, 4)
     assert out.shape == (4,) and int(out.max()) < model.cfg.vocab_size
+
+
+def test_mixed_recipe_continues_from_stories_and_knows_the_tasks():
+    """The ``mixed`` base starts from the stories weights, and its card shows the point of
+    it: the tasks in their pretraining form are learned, the Alpaca form is not."""
+    from minillama.recipes import get_recipe, initial_model, task_prompt, task_text
+
+    recipe = get_recipe("mixed")
+    start, _, _ = load_reference("stories")
+    model = initial_model(recipe)
+    assert model.cfg.name == "mixed"
+    for (name, a), b in zip(start.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a.float(), b), name
+    record = {"instruction": "Find the biggest number.", "input": "3, 9", "output": "9"}
+    assert task_text(record) == "Find the biggest number.\n3, 9\nAnswer:\n9"
+    assert task_text(record).startswith(task_prompt(record))
+    if (REFERENCE_DIR / "mixed").is_dir():
+        card = load_reference("mixed")[2]
+        assert card["init_from"] == "stories"
+        assert card["task_accuracy_plain"] >= card["task_accuracy_alpaca"] + 0.15
+
+
+def test_recipe_that_continues_from_a_different_shape_is_refused():
+    from dataclasses import replace
+
+    from minillama.recipes import get_recipe, initial_model
+
+    recipe = get_recipe("mixed")
+    wrong = replace(recipe, model=recipe.model.replace(n_layers=2))
+    with pytest.raises(ValueError, match="differs from the stories reference"):
+        initial_model(wrong)
