@@ -77,12 +77,17 @@ def _check_lengths(examples, max_seq_len: int):
 
 def finetune(model, tokenizer, records: list[dict], steps: int, lr: float, batch_size: int = 16,
              warmup: int = 10, weight_decay: float = 0.0, seed: int = 0, device="cpu",
-             log_every: int = 1, template=format_prompt) -> list[dict]:
+             log_every: int = 1, template=format_prompt, optimizer=None) -> list[dict]:
     """Train ``model``'s trainable parameters on ``records`` with the response-only loss.
 
     Batches walk through the records in a fresh random order each epoch (fixed by
     ``seed``). Returns the log: {"step", "loss", "lr", "time"} every ``log_every`` steps.
     The model is left in eval mode.
+
+    ``optimizer``: None for AdamW as ``train.make_optimizer`` builds it, or a callable
+    taking the list of trainable parameters and returning a torch optimiser (for example
+    ``bitsandbytes.optim.PagedAdamW``); its weight decay is then its own, while the
+    learning rate of every group still follows the warmup/cosine schedule.
     """
     if not records:
         raise ValueError("finetune needs at least one record")
@@ -95,7 +100,13 @@ def finetune(model, tokenizer, records: list[dict], steps: int, lr: float, batch
     g = torch.Generator().manual_seed(seed)
     order: list[int] = []
     model.to(device).train()
-    optimizer = make_optimizer(model, cfg)
+    if optimizer is None:
+        optimizer = make_optimizer(model, cfg)
+    else:
+        optimizer = optimizer([p for p in model.parameters() if p.requires_grad])
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must return a torch optimiser, got "
+                            f"{type(optimizer).__name__}")
     log, t0 = [], time.perf_counter()
     for step in range(steps):
         while len(order) < batch_size:                       # next epoch's shuffle

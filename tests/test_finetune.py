@@ -16,6 +16,7 @@ from minillama.finetune import (
     sft_tokens,
 )
 from minillama.tokenizer import ByteTokenizer
+from minillama.train import TrainConfig, lr_at
 
 TOK = ByteTokenizer()
 
@@ -134,3 +135,37 @@ def test_the_sft_loss_is_the_mean_over_response_tokens_only():
     with torch.no_grad():
         _, unmasked = model(x, torch.tensor([full[1:]]))
     assert abs(unmasked.item() - loss.item()) > 1e-3
+
+
+def test_finetune_takes_an_optimizer_factory_and_still_schedules_its_lr():
+    data = records(16)
+    default = P.apply(tiny_model(), "lora", r=4, alpha=8, targets=["wq", "wv"])
+    finetune(default, TOK, data, steps=4, lr=1e-2, batch_size=4, warmup=2)
+    made = []
+
+    def adamw(params):                         # what make_optimizer builds, with no decay
+        made.append((params, torch.optim.AdamW(params, lr=123.0, betas=(0.9, 0.95),
+                                                  weight_decay=0.0)))
+        return made[-1][1]
+
+    custom = P.apply(tiny_model(), "lora", r=4, alpha=8, targets=["wq", "wv"])
+    finetune(custom, TOK, data, steps=4, lr=1e-2, batch_size=4, warmup=2, optimizer=adamw)
+    params, optimizer = made[0]
+    assert len(made) == 1 and params == [p for p in custom.parameters() if p.requires_grad]
+    assert len(params) == 8 and all("lora" in n for n, p in custom.named_parameters()
+                                    if p.requires_grad)
+    # the schedule overrides the factory's lr=123: the last step ran at lr_at(3)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(
+        lr_at(3, TrainConfig(steps=4, lr=1e-2, warmup=2)))
+    assert optimizer.state[params[0]]["step"].item() == 4
+    for a, b in zip(default.state_dict().values(), custom.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)   # same AdamW, same run
+
+    sgd = P.apply(tiny_model(), "lora", r=4, alpha=8, targets=["wq", "wv"])
+    finetune(sgd, TOK, data, steps=4, lr=1e-2, batch_size=4, warmup=2,
+             optimizer=lambda ps: torch.optim.SGD(ps, lr=0.0))
+    b_sgd = sgd.layers[0].attention.wq.lora_B.detach()
+    assert b_sgd.abs().max() > 0                                # SGD moved B off zero ...
+    assert not torch.allclose(b_sgd, default.layers[0].attention.wq.lora_B.detach())  # not AdamW
+    with pytest.raises(TypeError, match="torch optimiser"):
+        finetune(tiny_model(), TOK, data, steps=1, lr=1e-3, optimizer=lambda ps: ps)
