@@ -1,5 +1,6 @@
-# GENERATED from solutions/ch11_nf4.py by scripts/make_exercises.py (`make exercises`).
-# Maintainers: edit solutions/ch11_nf4.py, not this file; `make test` checks the two agree.
+# GENERATED from solutions/ch11_nf4.py
+# by scripts/make_exercises.py (`make exercises`). Maintainers: edit the solution,
+# not this file; `make test` checks the two agree.
 #
 # Exercise: replace every `raise NotImplementedError("exercise: ...")` below with your
 # own code (the docstring above it states the task), then grade your work:

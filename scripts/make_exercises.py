@@ -34,8 +34,9 @@ BEGIN = re.compile(r"^(?P<indent>[ \t]*)# BEGIN SOLUTION[ \t]*$")
 END = re.compile(r"^(?P<indent>[ \t]*)# END SOLUTION[ \t]*$")
 
 HEADER = """\
-# GENERATED from solutions/{name} by scripts/make_exercises.py (`make exercises`).
-# Maintainers: edit solutions/{name}, not this file; `make test` checks the two agree.
+# GENERATED from solutions/{name}
+# by scripts/make_exercises.py (`make exercises`). Maintainers: edit the solution,
+# not this file; `make test` checks the two agree.
 #
 # Exercise: replace every `raise NotImplementedError("exercise: ...")` below with your
 # own code (the docstring above it states the task), then grade your work:
