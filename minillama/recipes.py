@@ -11,7 +11,7 @@ recipes; their ``card.json`` records the recipe, steps, tokens, losses, hardware
   The answer marker tells the model which format to use. Byte-level tokens.
 * ``mixed`` — the ``stories`` model, pretraining continued on stories mixed with task
   text: the instruction families of ``data/instructions.py`` written plainly
-  (``Sort these numbers from low to high.\\n4, 9, 1\\nAnswer:\\n1, 4, 9``), never in the
+  (``Find the biggest number in the list.\\n4, 9, 1\\nAnswer:\\n9``), never in the
   Alpaca template. Like LLaMA, the base model has met the skills in its pretraining
   text; instruction tuning only has to teach it the prompt format (the PEFT chapters).
 * ``tiny-stories`` — the ``stories`` data at a size that trains in a minute on a CPU
