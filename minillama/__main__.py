@@ -35,11 +35,18 @@ def _measure(model, tok, recipe, val_data, n_problems: int = 200) -> dict:
         arithmetic_accuracy,
         heldout_problems,
         mod10_heldout,
+        mod10_prompt,
         mod10_scores,
     )
     from .train import evaluate
 
-    result = {"val_loss": round(evaluate(model, val_data, recipe.train), 4)}
+    if recipe.data in MOD10_FORMS:      # supervised recipes: loss on the answers only
+        from .finetune import sft_loss
+        with torch.no_grad():
+            result = {"val_loss": round(sft_loss(model, tok, val_data,
+                                                 template=mod10_prompt), 4)}
+    else:
+        result = {"val_loss": round(evaluate(model, val_data, recipe.train), 4)}
     if recipe.data == "mixed":          # the tasks in the pretraining form, on unseen records
         from .data import instruction_data
         from .finetune import greedy_score
@@ -55,12 +62,31 @@ def _measure(model, tok, recipe, val_data, n_problems: int = 200) -> dict:
         unseen = heldout_problems(recipe, n_problems)
         for style in ("direct", "steps"):
             result[f"accuracy_{style}"] = arithmetic_accuracy(model, tok, unseen, style)
+    if recipe.data == "sort":           # unseen short lists; direct sorts of long ones
+        from .recipes import sort_scores
+        result.update(sort_scores(model, tok, recipe, n_problems))
     return result
+
+
+def _train_supervised(model, tok, records, recipe, out: Path, resume: bool, device):
+    """``finetune`` (response-only loss) with the recipe's schedule; log to metrics.jsonl."""
+    from .finetune import finetune
+    from .recipes import mod10_prompt
+
+    if resume:
+        raise ValueError(f"--resume: recipe {recipe.name} trains by supervised fine-tuning, "
+                         f"which keeps no checkpoint to resume from")
+    cfg = recipe.train
+    log = finetune(model, tok, records, cfg.steps, cfg.lr, batch_size=cfg.batch_size,
+                   warmup=cfg.warmup, weight_decay=cfg.weight_decay, seed=cfg.seed,
+                   device=device, log_every=cfg.log_every, template=mod10_prompt)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
 
 
 def cmd_train(args):
     from . import save
-    from .recipes import build_data, get_recipe, initial_model
+    from .recipes import MOD10_FORMS, build_data, get_recipe, initial_model
     from .reference import hardware, write_card
     from .train import setup_distributed, train
 
@@ -74,8 +100,11 @@ def cmd_train(args):
     tok, train_data, val_data = build_data(recipe)
     model = initial_model(recipe)
     t0 = time.perf_counter()
-    train(model, train_data, recipe.train, out_dir=str(out), val_data=val_data,
-          resume=args.resume, device=device)
+    if recipe.data in MOD10_FORMS:      # supervised: one example per row, loss on the answers
+        _train_supervised(model, tok, train_data, recipe, out, args.resume, device)
+    else:
+        train(model, train_data, recipe.train, out_dir=str(out), val_data=val_data,
+              resume=args.resume, device=device)
     wall = time.perf_counter() - t0
     if torch.distributed.is_initialized():          # rank 0 alone saves and reports
         rank = torch.distributed.get_rank()
@@ -85,9 +114,11 @@ def cmd_train(args):
     model.eval()
     save(model.cpu(), out / "model")
     tok.save(out / "model" / "tokenizer.json")
-    facts = dict(recipe=recipe.name, steps=recipe.train.steps,
-                 tokens_seen=recipe.train.steps * recipe.train.batch_size
-                 * recipe.train.grad_accum * recipe.train.seq_len,
+    seen = ({"examples_seen": recipe.train.steps * recipe.train.batch_size}
+            if recipe.data in MOD10_FORMS else
+            {"tokens_seen": recipe.train.steps * recipe.train.batch_size
+             * recipe.train.grad_accum * recipe.train.seq_len})
+    facts = dict(recipe=recipe.name, steps=recipe.train.steps, **seen,
                  parameters=sum(p.numel() for p in model.parameters()),
                  **_measure(model, tok, recipe, val_data),
                  device=device, hardware=hardware(), wall_time_s=round(wall, 1),

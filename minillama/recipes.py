@@ -19,9 +19,15 @@ recipes; their ``card.json`` records the recipe, steps, tokens, losses, hardware
 * ``mod10``, ``mod10-paths``, ``mod10-mix`` — chains of 8 single-digit operations mod 10
   (``data/arithmetic.mod10_chain``), byte-level tokens, for chapters 16 and 17. The
   marker after the question says what to write: ``A:`` an answer, ``S:`` steps.
-  ``mod10``: ``Q: 3 +4 *7 -2 ...=\nA: 7`` (direct) and ``\nS: 3 +4=7, 7 *7=9, ... #### 7``
+  ``mod10``: ``Q: 3 +4 *7 -2 ...=\\nA: 7`` (direct) or ``...=\\nS: 3 +4=7, 7 *7=9, ... #### 7``
   (one op per step); ``mod10-paths``: ``S:`` with one or two ops per step, unmarked which;
   ``mod10-mix``: ``A:`` with either the direct answer or the one-op steps, unmarked.
+  These are trained by supervised fine-tuning (``finetune.finetune``: one example per
+  row, the loss on the answer only), which learns the chains several times faster than
+  next-token training on a stream of examples whose random questions dominate the loss.
+* ``sort`` — lists of 1..8 random digits and their sorted order, byte-level tokens, for
+  chapter 18's graph of thoughts: ``Q: sort [3, 1, 4]\\nA: [1, 3, 4]``. It sorts what it
+  was trained on and fails on longer lists, which is what split -> sort -> merge fixes.
 
 A recipe with ``init_from`` starts from that shipped reference's weights and tokenizer
 instead of a random model (continued pretraining).
@@ -154,23 +160,25 @@ def mod10_problems(n: int, k: int = 8, seed: int = 0) -> list[dict]:
     return [{**r, "cot_two": t["cot"]} for r, t in zip(mod10_chain(n, k=k, seed=seed), two)]
 
 
-def mod10_prompt(rec: dict, marker: str) -> str:
-    """"Q: <question>\n<marker>: ": what the model continues."""
-    return f"Q: {rec['question']}\n{marker}: "
+def mod10_prompt(rec: dict, marker: str | None = None) -> str:
+    """"Q: <question>\\n<marker>: ", what the model continues (marker: the record's own)."""
+    return f"Q: {rec['question']}\n{marker or rec['marker']}: "
 
 
-def mod10_text(rec: dict, marker: str, form: str) -> str:
-    """One example: the prompt, then the direct answer or the steps ("one" or "two")."""
-    answer = {"direct": rec["answer"], "one": rec["cot"], "two": rec["cot_two"]}[form]
-    return mod10_prompt(rec, marker) + answer
+def mod10_records(kind: str, n: int, k: int = 8, seed: int = 0) -> list[dict]:
+    """``n`` problems, problem i written in form i mod len(forms) of ``kind``: each record
+    gets its "marker" and its "output" (the direct answer or the steps) for ``finetune``."""
+    forms = MOD10_FORMS[kind]
+    answer = {"direct": "answer", "one": "cot", "two": "cot_two"}
+    return [{**r, "marker": forms[i % len(forms)][0], "form": forms[i % len(forms)][1],
+             "output": r[answer[forms[i % len(forms)][1]]], "family": forms[i % len(forms)][1]}
+            for i, r in enumerate(mod10_problems(n, k, seed))]
 
 
 def mod10_data(kind: str, n_train: int = 40000, n_val: int = 500, k: int = 8, seed: int = 0):
-    """(tokenizer, train tokens, val tokens): problem i in form i mod 2 of ``kind``."""
-    tok, forms = ByteTokenizer(), MOD10_FORMS[kind]
-    enc = lambda recs: torch.tensor([i for j, r in enumerate(recs) for i in tok.encode(
-        mod10_text(r, *forms[j % len(forms)]), bos=True, eos=True)])
-    return tok, enc(mod10_problems(n_train, k, seed)), enc(mod10_problems(n_val, k, seed + 1))
+    """(tokenizer, train records, val records): supervised examples, not a token stream."""
+    return (ByteTokenizer(), mod10_records(kind, n_train, k, seed),
+            mod10_records(kind, n_val, k, seed + 1))
 
 
 def mod10_heldout(recipe: Recipe, n: int, seed_offset: int = 2) -> list[dict]:
@@ -260,6 +268,8 @@ def build_data(recipe: Recipe):
         return stories_data(**recipe.data_size)
     if recipe.data in MOD10_FORMS:
         return mod10_data(recipe.data, **recipe.data_size)
+    if recipe.data == "sort":
+        return sort_data(**recipe.data_size)
     if recipe.data == "mixed":
         from .reference import load_reference
         _, tok, _ = load_reference(recipe.init_from)
@@ -280,3 +290,89 @@ def initial_model(recipe: Recipe):
                              f"{recipe.init_from} reference it continues from")
         model.load_state_dict(start.float().state_dict())
     return model
+
+
+# ----------------------------------------------------------------------------- sort
+# Chapter 18: a model that sorts short digit lists, the sort_fn of graph-of-thoughts
+# sorting (``reasoning/sorting.py``). Lists are written the way the GoT paper writes them.
+
+def sort_lists(n: int, lo: int = 1, hi: int = 8, seed: int = 0) -> list[list[int]]:
+    """``n`` lists of random digits 0..9, each of a length drawn uniformly from lo..hi."""
+    rng = random.Random(seed)
+    return [[rng.randint(0, 9) for _ in range(rng.randint(lo, hi))] for _ in range(n)]
+
+
+def sort_prompt(xs) -> str:
+    """"Q: sort [3, 1, 4]\\nA: ": what the model continues."""
+    from .reasoning.sorting import format_list
+    return f"Q: sort {format_list(xs)}\nA: "
+
+
+def sort_text(xs) -> str:
+    """One training example: the prompt, then the sorted list."""
+    from .reasoning.sorting import format_list
+    return sort_prompt(xs) + format_list(sorted(xs))
+
+
+def sort_data(n_train: int = 60000, n_val: int = 500, max_len: int = 8, seed: int = 0):
+    """(tokenizer, train tokens, val tokens): <bos> example <eos>, lists of 1..max_len."""
+    tok = ByteTokenizer()
+    enc = lambda lists: torch.tensor([i for xs in lists for i in tok.encode(
+        sort_text(xs), bos=True, eos=True)])
+    return (tok, enc(sort_lists(n_train, 1, max_len, seed)),
+            enc(sort_lists(n_val, 1, max_len, seed + 1)))
+
+
+def model_sort(model, tok, lists, n: int = 1, temperature: float = 0.0,
+               seed: int = 0) -> list[list[list[int]]]:
+    """``n`` answers of the model per list, each read back into ints with ``parse_list``
+    (greedy at ``temperature=0``; sampled and seeded otherwise)."""
+    from .reasoning import sample
+    from .reasoning.sorting import parse_list
+    if not lists:
+        return []
+    room = 3 * max(len(xs) for xs in lists) + 4       # "[a, b]" is 3 bytes per digit
+    texts = sample(model, tok, [sort_prompt(xs) for xs in lists], n=n,
+                   temperature=temperature, max_new_tokens=room, seed=seed)
+    return [[parse_list(t) for t in row] for row in texts]
+
+
+def sort_heldout(recipe: Recipe, n: int, lo: int = 1, hi: int | None = None,
+                 seed_offset: int = 2) -> list[list[int]]:
+    """``n`` lists of another seed than training that never occur in the training data."""
+    size = recipe.data_size
+    hi = size.get("max_len", 8) if hi is None else hi
+    seen = {tuple(xs) for xs in sort_lists(size["n_train"], 1, size.get("max_len", 8),
+                                           size.get("seed", 0))}
+    fresh = [xs for xs in sort_lists(4 * n, lo, hi, size.get("seed", 0) + seed_offset)
+             if tuple(xs) not in seen]
+    if len(fresh) < n:
+        raise ValueError(f"only {len(fresh)} unseen lists of length {lo}..{hi}; asked for {n}")
+    return fresh[:n]
+
+
+def sort_scores(model, tok, recipe: Recipe, n: int = 200) -> dict:
+    """Exact-match accuracy on unseen lists of the trained lengths (and of the longest
+    one), and the mean GoT error count of direct greedy sorting of 16 and 32 digits."""
+    from .reasoning.sorting import error_count
+    max_len = recipe.data_size.get("max_len", 8)
+    out = {}
+    for key, lo in (("accuracy_sort", 1), (f"accuracy_sort_len{max_len}", max_len)):
+        lists = sort_heldout(recipe, n, lo, max_len)
+        answers = model_sort(model, tok, lists)
+        out[key] = sum(a[0] == sorted(xs) for xs, a in zip(lists, answers)) / len(lists)
+    for length in (16, 32):
+        lists = sort_lists(n, length, length, recipe.data_size.get("seed", 0) + 3)
+        answers = model_sort(model, tok, lists)
+        out[f"errors_direct_len{length}"] = sum(
+            error_count(xs, a[0]) for xs, a in zip(lists, answers)) / len(lists)
+    return {k: round(v, 4) for k, v in out.items()}
+
+
+RECIPES["sort"] = Recipe(
+    "sort",
+    LlamaConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=259, multiple_of=32,
+                max_seq_len=256, name="sort"),     # room for 32-digit lists, never trained on
+    TrainConfig(steps=1000, batch_size=32, seq_len=96, lr=3e-3, warmup=50, eval_every=250,
+                ckpt_every=250),
+    "sort", dict(n_train=60000, n_val=500, max_len=8))
