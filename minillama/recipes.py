@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 import torch
 
@@ -149,8 +150,8 @@ def heldout_problems(recipe: Recipe, n: int) -> list[dict]:
 
 
 # data kind -> the (marker, answer form) of the training examples, taken in turn
-MOD10_FORMS = {"mod10": (("A", "direct"), ("S", "one")),
-               "mod10-paths": (("S", "one"), ("S", "two")),
+MOD10_FORMS = {"mod10": (("A", "direct"), ("S", "one"), ("S", "one"), ("S", "one")),
+               "mod10-paths": (("S", "one"), ("S", "two"), ("S", "two")),
                "mod10-mix": (("A", "direct"), ("A", "one"))}
 
 
@@ -181,12 +182,17 @@ def mod10_data(kind: str, n_train: int = 40000, n_val: int = 500, k: int = 8, se
             mod10_records(kind, n_val, k, seed + 1))
 
 
+@lru_cache(maxsize=4)
+def _mod10_questions(n: int, k: int, seed: int) -> frozenset:
+    return frozenset(r["question"] for r in mod10_chain(n, k=k, seed=seed))
+
+
 def mod10_heldout(recipe: Recipe, n: int, seed_offset: int = 2) -> list[dict]:
     """``n`` problems of another seed than training and validation, none seen in training."""
     size = recipe.data_size
-    seen = {r["question"] for r in mod10_problems(size["n_train"], size.get("k", 8),
-                                                   size.get("seed", 0))}
-    fresh = mod10_problems(2 * n, size.get("k", 8), size.get("seed", 0) + seed_offset)
+    k, seed = size.get("k", 8), size.get("seed", 0)
+    seen = _mod10_questions(size["n_train"], k, seed)
+    fresh = mod10_problems(2 * n, k, seed + seed_offset)
     return [r for r in fresh if r["question"] not in seen][:n]
 
 
@@ -216,6 +222,9 @@ def mod10_scores(model, tok, recipe: Recipe, problems: list[dict], n: int = 10,
     return {k: round(v, 4) for k, v in out.items()}
 
 
+_MOD10_MODEL = LlamaConfig(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, vocab_size=259,
+                           multiple_of=32, max_seq_len=128, name="mod10")
+
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("stories",
            LlamaConfig(dim=192, n_layers=6, n_heads=6, n_kv_heads=2, vocab_size=512,
@@ -242,13 +251,15 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            TrainConfig(steps=150, batch_size=16, seq_len=128, lr=3e-3, warmup=20,
                        eval_every=50, eval_batches=4),
            "stories", dict(n_train=2000, n_val=100)),
-    *(Recipe(name,
-             LlamaConfig(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, vocab_size=259,
-                         multiple_of=32, max_seq_len=128, name=name),
-             TrainConfig(steps=steps, batch_size=32, seq_len=128, lr=3e-3, warmup=50,
-                         eval_every=100, ckpt_every=100),
-             name, dict(n_train=40000, n_val=500))
-      for name, steps in [("mod10", 300), ("mod10-paths", 300), ("mod10-mix", 300)]),
+    Recipe("mod10", _MOD10_MODEL.replace(name="mod10"),
+           TrainConfig(steps=1200, batch_size=16, lr=5e-4, warmup=30, log_every=10),
+           "mod10", dict(n_train=40000, n_val=500)),
+    Recipe("mod10-paths", _MOD10_MODEL.replace(name="mod10-paths"),
+           TrainConfig(steps=1000, batch_size=16, lr=5e-4, warmup=10, log_every=10),
+           "mod10-paths", dict(n_train=40000, n_val=500), init_from="mod10"),
+    Recipe("mod10-mix", _MOD10_MODEL.replace(name="mod10-mix"),
+           TrainConfig(steps=200, batch_size=16, lr=5e-4, warmup=10, log_every=10),
+           "mod10-mix", dict(n_train=40000, n_val=500), init_from="mod10"),
 ]}
 
 

@@ -7,10 +7,13 @@ import pytest
 import torch
 
 from minillama import Llama, LlamaConfig, reference, save
+from minillama.recipes import get_recipe
 from minillama.reference import HASHED, REFERENCE_DIR, load_reference, verify, write_card
 from minillama.tokenizer import ByteTokenizer
 
-SHIPPED = ("stories", "arithmetic", "mixed", "sort")
+SHIPPED = ("stories", "arithmetic", "mixed", "sort", "mod10", "mod10-paths", "mod10-mix")
+PROMPTS = {"arithmetic": "Q: 1+2=\n", "mod10": "Q: 1 +2 *3=\nA: ",
+           "mod10-paths": "Q: 1 +2 *3=\nS: ", "mod10-mix": "Q: 1 +2 *3=\nA: "}
 
 
 def make_reference(directory, **facts):
@@ -106,10 +109,13 @@ def test_shipped_reference_verifies_and_loads(name):
         pytest.skip(f"minillama/reference/{name} has not been trained yet")
     model, tok, card = load_reference(name)
     assert card["recipe"] == name
-    for fact in ("steps", "tokens_seen", "val_loss", "hardware", "wall_time_s"):
+    for fact in ("steps", "val_loss", "hardware", "wall_time_s"):
         assert fact in card, fact
+    # pretraining recipes count tokens; supervised ones (mod10*) count examples
+    assert ("tokens_seen" in card) != ("examples_seen" in card), sorted(card)
+    assert card["steps"] == get_recipe(name).train.steps
     assert tok.vocab_size <= model.cfg.vocab_size
-    prompt = torch.tensor(tok.encode("Q: 1+2=\n" if name == "arithmetic" else "Once", bos=True))
+    prompt = torch.tensor(tok.encode(PROMPTS.get(name, "Once"), bos=True))
     out = model.generate(prompt, 4)
     assert out.shape == (4,) and int(out.max()) < model.cfg.vocab_size
 
