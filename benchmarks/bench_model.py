@@ -57,6 +57,10 @@ def main():
     with torch.no_grad():
         diff = (ours.eval()(x[:1]) - theirs.eval()(x[:1]).logits).abs().max().item()
     print(f"max |logit difference| before timing: {diff:.2e}")
+    # training changes the two copies by different float round-off; decoding starts again
+    # from these identical weights, so the greedy tokens can be compared
+    start_o = {k: v.clone() for k, v in ours.state_dict().items()}
+    start_t = {k: v.clone() for k, v in theirs.state_dict().items()}
     ours.train()
     theirs.train()
     opt_o = torch.optim.AdamW(ours.parameters(), lr=1e-4)
@@ -80,6 +84,8 @@ def main():
             speed = train_tokens_per_s(step, args.batch, args.seq, args.steps)
             train[name] = max(train[name], speed)
 
+    ours.load_state_dict(start_o)
+    theirs.load_state_dict(start_t)
     ours.eval()
     theirs.eval()
     prompt = torch.randint(0, cfg.vocab_size, (1, 16))
