@@ -31,7 +31,11 @@ def _device(name):
 def _measure(model, tok, recipe, val_data, n_problems: int = 200) -> dict:
     """Validation loss, and for arithmetic the accuracy on problems never trained on."""
     from .recipes import (
+        ADDITION_FORMS,
         MOD10_FORMS,
+        SUPERVISED,
+        addition_heldout,
+        addition_scores,
         arithmetic_accuracy,
         heldout_problems,
         mod10_heldout,
@@ -40,7 +44,7 @@ def _measure(model, tok, recipe, val_data, n_problems: int = 200) -> dict:
     )
     from .train import evaluate
 
-    if recipe.data in MOD10_FORMS:      # supervised recipes: loss on the answers only
+    if recipe.data in SUPERVISED:       # supervised recipes: loss on the answers only
         from .finetune import sft_loss
         with torch.no_grad():
             result = {"val_loss": round(sft_loss(model, tok, val_data,
@@ -58,6 +62,8 @@ def _measure(model, tok, recipe, val_data, n_problems: int = 200) -> dict:
         result["task_accuracy_alpaca"] = round(greedy_score(model, tok, records)["exact_match"], 4)
     if recipe.data in MOD10_FORMS:      # greedy per marker; sampled + voted where unmarked
         result.update(mod10_scores(model, tok, recipe, mod10_heldout(recipe, n_problems)))
+    if recipe.data in ADDITION_FORMS:   # greedy, exact and per digit, on unseen additions
+        result.update(addition_scores(model, tok, addition_heldout(recipe, n_problems)))
     if recipe.data == "arithmetic":
         unseen = heldout_problems(recipe, n_problems)
         for style in ("direct", "steps"):
@@ -86,7 +92,7 @@ def _train_supervised(model, tok, records, recipe, out: Path, resume: bool, devi
 
 def cmd_train(args):
     from . import save
-    from .recipes import MOD10_FORMS, build_data, get_recipe, initial_model
+    from .recipes import SUPERVISED, build_data, get_recipe, initial_model
     from .reference import hardware, write_card
     from .train import setup_distributed, train
 
@@ -100,7 +106,7 @@ def cmd_train(args):
     tok, train_data, val_data = build_data(recipe)
     model = initial_model(recipe)
     t0 = time.perf_counter()
-    if recipe.data in MOD10_FORMS:      # supervised: one example per row, loss on the answers
+    if recipe.data in SUPERVISED:       # supervised: one example per row, loss on the answers
         _train_supervised(model, tok, train_data, recipe, out, args.resume, device)
     else:
         train(model, train_data, recipe.train, out_dir=str(out), val_data=val_data,
@@ -115,7 +121,7 @@ def cmd_train(args):
     save(model.cpu(), out / "model")
     tok.save(out / "model" / "tokenizer.json")
     seen = ({"examples_seen": recipe.train.steps * recipe.train.batch_size}
-            if recipe.data in MOD10_FORMS else
+            if recipe.data in SUPERVISED else
             {"tokens_seen": recipe.train.steps * recipe.train.batch_size
              * recipe.train.grad_accum * recipe.train.seq_len})
     facts = dict(recipe=recipe.name, steps=recipe.train.steps, **seen,

@@ -25,6 +25,11 @@ recipes; their ``card.json`` records the recipe, steps, tokens, losses, hardware
   These are trained by supervised fine-tuning (``finetune.finetune``: one example per
   row, the loss on the answer only), which learns the chains several times faster than
   next-token training on a stream of examples whose random questions dominate the loss.
+* ``add5``, ``add5-lsb`` — 5-digit additions answered at once, ``Q: 74190+47504=\nA: 121694``,
+  or with operands and answer written least significant digit first,
+  ``Q: 09147+40574=\nA: 496121`` (the same problem). Same model, data and schedule; only the
+  digit order differs (chapter 17: the format decides what a small model can learn).
+  Supervised like ``mod10``.
 * ``sort`` — lists of 1..8 random digits and their sorted order, byte-level tokens, for
   chapter 18's graph of thoughts: ``Q: sort [3, 1, 4]\\nA: [1, 3, 4]``. It sorts what it
   was trained on and fails on longer lists, which is what split -> sort -> merge fixes.
@@ -58,7 +63,7 @@ class Recipe:
     name: str
     model: LlamaConfig
     train: TrainConfig
-    data: str                       # "stories", "arithmetic", "mixed" or a MOD10_FORMS key
+    data: str                       # "stories", "arithmetic", "mixed", "sort" or a SUPERVISED key
     data_size: dict = field(default_factory=dict)
     init_from: str | None = None    # a shipped reference to continue from
 
@@ -222,6 +227,46 @@ def mod10_scores(model, tok, recipe: Recipe, problems: list[dict], n: int = 10,
     return {k: round(v, 4) for k, v in out.items()}
 
 
+# ------------------------------------------------------------ addition in two digit orders
+ADDITION_FORMS = {"add5": False, "add5-lsb": True}      # data kind -> little_endian
+
+
+def addition_records(kind: str, n: int, digits: int = 5, seed: int = 0) -> list[dict]:
+    """``n`` additions in ``kind``'s digit order, as ``finetune`` records (marker "A")."""
+    return [{**r, "marker": "A", "output": r["answer"], "family": kind}
+            for r in addition_problems(n, digits, seed, little_endian=ADDITION_FORMS[kind])]
+
+
+def addition_heldout(recipe: Recipe, n: int, seed_offset: int = 2) -> list[dict]:
+    """``n`` additions of another seed than training and validation, none seen in training."""
+    size = recipe.data_size
+    digits, seed = size.get("digits", 5), size.get("seed", 0)
+    seen = {r["question"] for r in addition_records(recipe.data, size["n_train"], digits, seed)}
+    fresh = addition_records(recipe.data, 2 * n, digits, seed + seed_offset)
+    return [r for r in fresh if r["question"] not in seen][:n]
+
+
+def addition_scores(model, tok, problems: list[dict]) -> dict:
+    """Greedy exact match, and the share of right digits per place value (units first)."""
+    from .reasoning import sample
+    texts = sample(model, tok, [mod10_prompt(r, "A") for r in problems], n=1,
+                   temperature=0.0, max_new_tokens=8)
+    right, places = 0, {}
+    for r, (text,) in zip(problems, texts):
+        said = text.strip().split("\n")[0]
+        right += said == r["answer"]
+        gold, got = str(r["a"] + r["b"])[::-1], (said if r["reverse"] else said[::-1])
+        for place, digit in enumerate(gold):
+            hits, total = places.get(place, (0, 0))
+            places[place] = (hits + (place < len(got) and got[place] == digit), total + 1)
+    out = {"accuracy_greedy": right / len(problems)}
+    out.update({f"digit_accuracy_1e{p}": h / t for p, (h, t) in sorted(places.items())})
+    return {k: round(v, 4) for k, v in out.items()}
+
+
+SUPERVISED = (*MOD10_FORMS, *ADDITION_FORMS)     # trained by finetune, loss on the answer
+
+
 _MOD10_MODEL = LlamaConfig(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, vocab_size=259,
                            multiple_of=32, max_seq_len=128, name="mod10")
 
@@ -260,6 +305,11 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("mod10-mix", _MOD10_MODEL.replace(name="mod10-mix"),
            TrainConfig(steps=200, batch_size=16, lr=5e-4, warmup=10, log_every=10),
            "mod10-mix", dict(n_train=40000, n_val=500), init_from="mod10"),
+    *(Recipe(name, _MOD10_MODEL.replace(name=name),
+             TrainConfig(steps=4000, batch_size=32, lr=3e-3, warmup=30, weight_decay=0.0,
+                         log_every=50),
+             name, dict(n_train=40000, n_val=500, digits=5))
+      for name in ADDITION_FORMS),
 ]}
 
 
@@ -279,6 +329,11 @@ def build_data(recipe: Recipe):
         return stories_data(**recipe.data_size)
     if recipe.data in MOD10_FORMS:
         return mod10_data(recipe.data, **recipe.data_size)
+    if recipe.data in ADDITION_FORMS:
+        size = recipe.data_size
+        digits, seed = size.get("digits", 5), size.get("seed", 0)
+        return (ByteTokenizer(), addition_records(recipe.data, size["n_train"], digits, seed),
+                addition_records(recipe.data, size["n_val"], digits, seed + 1))
     if recipe.data == "sort":
         return sort_data(**recipe.data_size)
     if recipe.data == "mixed":

@@ -414,3 +414,15 @@ def test_global_random_state_is_untouched():
     assert random.getstate() == py_state
     assert (np.random.get_state()[1] == np_state).all()
     assert torch.equal(torch.random.get_rng_state(), torch_state)
+
+
+def test_little_endian_addition_writes_operands_and_answer_from_the_units_up():
+    usual = addition_problems(200, digits=5, seed=3)
+    little = addition_problems(200, digits=5, seed=3, little_endian=True)
+    for u, e in zip(usual, little):
+        assert (u["a"], u["b"]) == (e["a"], e["b"])              # the same problems
+        x, y = e["question"].rstrip("=").split("+")
+        assert (int(x[::-1]), int(y[::-1])) == (e["a"], e["b"])
+        assert len(x) == len(y) == 5                             # "09147": zeros kept
+        assert int(e["answer"][::-1]) == e["a"] + e["b"] and e["reverse"]
+    assert little[0]["question"] != usual[0]["question"]

@@ -11,6 +11,9 @@ Seeded, CPU, one thread, a few seconds each: greedy answers and T=1 samples of h
 * ``mod10-mix`` (direct and steps, unmarked): a short DPO run with chosen = steps,
   rejected = direct (both correct) raises the share of sampled answers that write steps
   by >= 20 points (DPO, Rafailov et al., arXiv 2305.18290).
+* ``add5`` / ``add5-lsb`` (same model, data and schedule; only the digit order differs):
+  5-digit sums written least significant digit first are learned, in the usual order
+  they are not (Lee et al., arXiv 2307.03381).
 """
 
 import pytest
@@ -19,7 +22,14 @@ import torch
 from minillama.dpo import dpo_train
 from minillama.metrics import auroc
 from minillama.reasoning import greedy_cot, sample, self_consistency
-from minillama.recipes import get_recipe, mod10_heldout, mod10_problems, mod10_prompt
+from minillama.recipes import (
+    addition_heldout,
+    addition_scores,
+    get_recipe,
+    mod10_heldout,
+    mod10_problems,
+    mod10_prompt,
+)
 from minillama.reference import load_reference
 
 N_TEST = 100
@@ -83,3 +93,14 @@ def test_dpo_moves_the_mixed_model_towards_writing_steps():
     after = steps_share(model, tok, problems)
     assert log[-1]["margin"] > log[0]["margin"]
     assert after >= before + 0.20, (before, after)
+
+
+def test_least_significant_digit_first_addition_is_learned_and_the_usual_order_is_not():
+    scores = {}
+    for name in ("add5", "add5-lsb"):
+        model, tok, _ = load_reference(name)
+        problems = addition_heldout(get_recipe(name), N_TEST)
+        scores[name] = addition_scores(model, tok, problems)
+    plain, lsb = scores["add5"]["accuracy_greedy"], scores["add5-lsb"]["accuracy_greedy"]
+    assert lsb >= 0.60, scores                       # 0.71 on these 100 when shipped
+    assert plain <= lsb - 0.30, scores               # 0.03

@@ -8,7 +8,9 @@ comes in both forms, so a chapter can train on either and compare:
                cot "5+7+0=2 c1, 8+4+1=3 c1, 3+2+1=6 c0 #### 632"
                (one step per column from the right: digit + digit + carry-in = digit, carry-out)
     reverse    reverse=True writes the answer least significant digit first ("236"), the
-               order in which the digits are computed (Lee et al., arXiv 2307.03381)
+               order in which the digits are computed (Lee et al., arXiv 2307.03381);
+               little_endian=True writes the operands that way too ("583+742=" -> "236"),
+               so each answer digit sits at a fixed distance from the digits it needs
     expression question "(3+4)*2-5="   answer "9"   cot "3+4=7, 7*2=14, 14-5=9 #### 9"
     mod10      question "3 +4 *7 -2="  answer "7"   every op is applied to the running value
                and reduced mod 10; cot_style "one": "3 +4=7, 7 *7=9, 9 -2=7 #### 7",
@@ -53,8 +55,13 @@ def addition_cot(a: int, b: int, reverse: bool = False) -> str:
     return ", ".join(steps) + f" #### {answer}"
 
 
-def addition_problems(n: int, digits: int = 3, seed: int = 0, reverse: bool = False) -> list[dict]:
-    """``n`` additions of two ``digits``-digit numbers (no leading zeros)."""
+def addition_problems(n: int, digits: int = 3, seed: int = 0, reverse: bool = False,
+                      little_endian: bool = False) -> list[dict]:
+    """``n`` additions of two ``digits``-digit numbers (no leading zeros).
+
+    ``little_endian`` writes operands and answer least significant digit first (it implies
+    ``reverse``); the same seed gives the same numbers ``a``, ``b`` in every format.
+    """
     _check_n(n)
     if not isinstance(digits, int) or not 1 <= digits <= 40:
         raise ValueError(f"digits must be an int in 1..40, got {digits!r}")
@@ -63,9 +70,11 @@ def addition_problems(n: int, digits: int = 3, seed: int = 0, reverse: bool = Fa
     out = []
     for _ in range(n):
         a, b = rng.randint(lo, hi), rng.randint(lo, hi)
-        answer = str(a + b)[::-1] if reverse else str(a + b)
-        out.append({"question": f"{a}+{b}=", "answer": answer,
-                    "cot": addition_cot(a, b, reverse), "a": a, "b": b, "reverse": reverse})
+        rev = reverse or little_endian
+        answer = str(a + b)[::-1] if rev else str(a + b)
+        question = f"{str(a)[::-1]}+{str(b)[::-1]}=" if little_endian else f"{a}+{b}="
+        out.append({"question": question, "answer": answer,
+                    "cot": addition_cot(a, b, rev), "a": a, "b": b, "reverse": rev})
     return out
 
 
