@@ -30,14 +30,13 @@ def _device(name):
 
 def _measure(model, tok, recipe, val_data, n_problems: int = 200) -> dict:
     """Validation loss, and for arithmetic the accuracy on problems never trained on."""
-    from .recipes import (
+    from .recipes import arithmetic_accuracy, heldout_problems
+    from .tasks import (
         ADDITION_FORMS,
         MOD10_FORMS,
         SUPERVISED,
         addition_heldout,
         addition_scores,
-        arithmetic_accuracy,
-        heldout_problems,
         mod10_heldout,
         mod10_prompt,
         mod10_scores,
@@ -69,7 +68,7 @@ def _measure(model, tok, recipe, val_data, n_problems: int = 200) -> dict:
         for style in ("direct", "steps"):
             result[f"accuracy_{style}"] = arithmetic_accuracy(model, tok, unseen, style)
     if recipe.data == "sort":           # unseen short lists; direct sorts of long ones
-        from .recipes import sort_scores
+        from .tasks import sort_scores
         result.update(sort_scores(model, tok, recipe, n_problems))
     return result
 
@@ -77,7 +76,7 @@ def _measure(model, tok, recipe, val_data, n_problems: int = 200) -> dict:
 def _train_supervised(model, tok, records, recipe, out: Path, resume: bool, device):
     """``finetune`` (response-only loss) with the recipe's schedule; log to metrics.jsonl."""
     from .finetune import finetune
-    from .recipes import mod10_prompt
+    from .tasks import mod10_prompt
 
     if resume:
         raise ValueError(f"--resume: recipe {recipe.name} trains by supervised fine-tuning, "
@@ -92,8 +91,9 @@ def _train_supervised(model, tok, records, recipe, out: Path, resume: bool, devi
 
 def cmd_train(args):
     from . import save
-    from .recipes import SUPERVISED, build_data, get_recipe, initial_model
+    from .recipes import build_data, get_recipe, initial_model
     from .reference import hardware, write_card
+    from .tasks import SUPERVISED
     from .train import setup_distributed, train
 
     overrides = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size,

@@ -1,7 +1,7 @@
 """Chapters 16 and 17's claims, measured on the shipped mod-10 reference checkpoints.
 
 Seeded, CPU, one thread, a few seconds each: greedy answers and T=1 samples of held-out
-8-step chains (``recipes.mod10_heldout``: never seen in training).
+8-step chains (``tasks.mod10_heldout``: never seen in training).
 
 * ``mod10``: answering directly stays <= 40%, writing the steps first reaches >= 90%
   (chain of thought, Wei et al., arXiv 2201.11903; Feng et al., arXiv 2305.15408).
@@ -22,15 +22,15 @@ import torch
 from minillama.dpo import dpo_train
 from minillama.metrics import auroc
 from minillama.reasoning import greedy_cot, sample, self_consistency
-from minillama.recipes import (
+from minillama.recipes import get_recipe
+from minillama.reference import load_reference
+from minillama.tasks import (
     addition_heldout,
     addition_scores,
-    get_recipe,
     mod10_heldout,
     mod10_problems,
     mod10_prompt,
 )
-from minillama.reference import load_reference
 
 N_TEST = 100
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from minillama.reasoning import sorting as S
-from minillama.recipes import (
-    get_recipe,
+from minillama.recipes import get_recipe
+from minillama.reference import REFERENCE_DIR, load_reference
+from minillama.tasks import (
     model_sort,
     sort_data,
     sort_heldout,
@@ -14,7 +15,6 @@ from minillama.recipes import (
     sort_prompt,
     sort_text,
 )
-from minillama.reference import REFERENCE_DIR, load_reference
 
 pytestmark = pytest.mark.skipif(not (REFERENCE_DIR / "sort").is_dir(),
                                 reason="minillama/reference/sort has not been trained yet")
