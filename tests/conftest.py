@@ -33,6 +33,17 @@ def _impl_dir(choice: str) -> Path:
                             f"{' and '.join(map(str, tried))})")
 
 
+@pytest.fixture
+def one_thread():
+    """Run a test on one CPU thread, then restore the count: tiny models run fastest that
+    way, and the machine's cores are shared with the other tests and notebooks."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def pytest_configure(config):
     config.stash[IMPL_DIR] = _impl_dir(config.getoption("--impl"))   # bad --impl: stop now
 

@@ -158,8 +158,7 @@ def preference_accuracy(model, pairs):
     return (logprobs_of(model, pairs, "chosen") > logprobs_of(model, pairs, "rejected")).float()
 
 
-def test_a_tiny_dpo_run_learns_the_preferences():
-    torch.set_num_threads(1)
+def test_a_tiny_dpo_run_learns_the_preferences(one_thread):
     pairs = toy_pairs()
     model = tiny_model(seed=1)
     before = preference_accuracy(model, pairs).mean().item()
@@ -172,8 +171,7 @@ def test_a_tiny_dpo_run_learns_the_preferences():
     assert not model.training
 
 
-def test_dpo_with_lora_trains_only_the_adapter_against_the_base_model():
-    torch.set_num_threads(1)
+def test_dpo_with_lora_trains_only_the_adapter_against_the_base_model(one_thread):
     pairs = toy_pairs()
     model = P.apply(tiny_model(seed=1), "lora", r=4, alpha=16, targets=["wq", "wv", "w2"])
     frozen = {k: v.clone() for k, v in model.state_dict().items() if "lora" not in k}
@@ -184,8 +182,7 @@ def test_dpo_with_lora_trains_only_the_adapter_against_the_base_model():
     assert all(torch.equal(v, after[k]) for k, v in frozen.items())
 
 
-def test_the_nll_term_keeps_the_chosen_answers_likely():
-    torch.set_num_threads(1)
+def test_the_nll_term_keeps_the_chosen_answers_likely(one_thread):
     pairs = toy_pairs()
     chosen = {}
     for weight in (0.0, 1.0):
@@ -197,8 +194,7 @@ def test_the_nll_term_keeps_the_chosen_answers_likely():
     assert chosen[1.0] > chosen[0.0] + 0.5
 
 
-def test_other_peft_methods_use_the_model_before_training_as_the_reference():
-    torch.set_num_threads(1)
+def test_other_peft_methods_use_the_model_before_training_as_the_reference(one_thread):
     model = P.apply(tiny_model(seed=1), "adapter_v1", prompt_len=2, layers=1, gate="scalar")
     with torch.no_grad():
         for q in model.parameters():

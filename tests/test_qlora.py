@@ -186,8 +186,7 @@ def test_qlora_forward_equals_lora_on_the_dequantised_weights():
         assert torch.allclose(qlora(x), lora(x), atol=1e-5)
 
 
-def test_short_qlora_run_lowers_the_loss():
-    torch.set_num_threads(1)
+def test_short_qlora_run_lowers_the_loss(one_thread):
     model = P.apply(small_model(), "qlora", r=8, alpha=16, dropout=0.0).train()
     packed = {k: v.clone() for k, v in model.state_dict().items() if k.endswith("packed")}
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)

@@ -82,8 +82,7 @@ def test_self_consistency_votes_over_extracted_answers_per_prompt():
     assert greedy == [{"text": "1+1=2 #### 2", "answer": "2"}, {"text": "#### 4", "answer": "4"}]
 
 
-def test_sample_is_seeded_batched_and_greedy_at_temperature_zero():
-    torch.set_num_threads(1)
+def test_sample_is_seeded_batched_and_greedy_at_temperature_zero(one_thread):
     model = tiny_model()
     prompts = ["Q: 1+2=\nA: ", "Q: 10+20=\nA: ", "Q: 3+4=\nA: "]
     a = sample(model, TOK, prompts, n=4, temperature=1.0, max_new_tokens=6, seed=3)

@@ -35,12 +35,7 @@ from minillama.tasks import (
 N_TEST = 100
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")      # conftest.py
 
 
 def accuracy(answers, problems) -> float:

@@ -2,7 +2,6 @@
 sorting with it (split -> sort -> merge -> refine) beats asking for the long list at once."""
 
 import pytest
-import torch
 
 from minillama.reasoning import sorting as S
 from minillama.recipes import get_recipe
@@ -16,13 +15,13 @@ from minillama.tasks import (
     sort_text,
 )
 
-pytestmark = pytest.mark.skipif(not (REFERENCE_DIR / "sort").is_dir(),
-                                reason="minillama/reference/sort has not been trained yet")
+pytestmark = [pytest.mark.skipif(not (REFERENCE_DIR / "sort").is_dir(),
+                                 reason="minillama/reference/sort has not been trained yet"),
+              pytest.mark.usefixtures("one_thread")]      # conftest.py
 
 
 @pytest.fixture(scope="module")
 def sorter():
-    torch.set_num_threads(1)
     model, tok, card = load_reference("sort")
     return model, tok, card
 
