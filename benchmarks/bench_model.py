@@ -7,6 +7,11 @@ round, so a busy moment on the machine does not decide the ratio):
   * training tokens/s: forward + backward + AdamW step on random tokens;
   * batch-1 decode tokens/s: greedy generation with the KV cache.
 Prints a table and the two speed ratios (ours / transformers).
+
+With --profile it also measures, with torch.profiler, what share of transformers' time goes
+to kernels both sides run on the same shapes (matmuls, fused attention, SiLU, the loss, the
+optimizer). Ours cannot spend less than that, so 1 / share bounds the ratio any rewrite in
+PyTorch could reach. Profiling inflates small operations, so the bound leans in our favour.
 """
 
 import argparse
@@ -14,6 +19,7 @@ import tempfile
 import time
 
 import torch
+from torch.profiler import profile
 
 import minillama
 from minillama import CONFIGS, Llama
@@ -27,6 +33,27 @@ def train_tokens_per_s(step, batch, seq, steps):
     return batch * seq * steps / (time.perf_counter() - t0)
 
 
+# Kernels that do the same arithmetic on the same shapes in both implementations.
+SHARED = ("aten::mm", "aten::addmm", "aten::bmm", "aten::silu", "aten::silu_backward",
+          "aten::_scaled_dot_product_flash_attention_for_cpu",
+          "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+          "aten::_log_softmax", "aten::_log_softmax_backward_data", "aten::nll_loss_forward",
+          "aten::nll_loss_backward", "aten::embedding_dense_backward")
+
+
+def shared_share(fn, repeats=3):
+    """Fraction of fn's profiled CPU time spent in SHARED kernels or the optimizer's foreach ops."""
+    fn()
+    with profile() as prof:
+        for _ in range(repeats):
+            fn()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    shared = sum(e.self_cpu_time_total for e in events
+                 if e.key in SHARED or e.key.startswith("aten::_foreach_"))
+    return shared / total
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="base", choices=[n for n in CONFIGS
@@ -38,6 +65,8 @@ def main():
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--rounds", type=int, default=3,
                     help="alternating rounds per side; the best round of each is reported")
+    ap.add_argument("--profile", action="store_true",
+                    help="also bound the reachable ratios by the share of shared kernels")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from transformers import LlamaForCausalLM
@@ -114,6 +143,15 @@ def main():
     ratio_decode = decode["minillama"] / decode["transformers"]
     print(f"\nratio (minillama / transformers): training {ratio_train:.2f}x, "
           f"batch-1 decode {ratio_decode:.2f}x; greedy tokens identical: {same}")
+    if args.profile:
+        theirs.train()
+        s_train = shared_share(step_theirs)
+        theirs.eval()
+        s_decode = shared_share(decode_theirs, repeats=1)
+        print(f"\ntransformers' time in kernels both sides share: training {s_train:.1%}, "
+              f"decode {s_decode:.1%}")
+        print(f"upper bound on the ratio if everything else of ours were free: "
+              f"training {1 / s_train:.2f}x, decode {1 / s_decode:.2f}x")
 
 
 if __name__ == "__main__":
