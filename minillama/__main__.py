@@ -38,8 +38,8 @@ def _measure(model, tok, recipe, val_data, n_problems: int = 200) -> dict:
         addition_heldout,
         addition_scores,
         mod10_heldout,
-        mod10_prompt,
         mod10_scores,
+        qa_prompt,
     )
     from .train import evaluate
 
@@ -47,7 +47,7 @@ def _measure(model, tok, recipe, val_data, n_problems: int = 200) -> dict:
         from .finetune import sft_loss
         with torch.no_grad():
             result = {"val_loss": round(sft_loss(model, tok, val_data,
-                                                 template=mod10_prompt), 4)}
+                                                 template=qa_prompt), 4)}
     else:
         result = {"val_loss": round(evaluate(model, val_data, recipe.train), 4)}
     if recipe.data == "mixed":          # the tasks in the pretraining form, on unseen records
@@ -76,7 +76,7 @@ def _measure(model, tok, recipe, val_data, n_problems: int = 200) -> dict:
 def _train_supervised(model, tok, records, recipe, out: Path, resume: bool, device):
     """``finetune`` (response-only loss) with the recipe's schedule; log to metrics.jsonl."""
     from .finetune import finetune
-    from .tasks import mod10_prompt
+    from .tasks import qa_prompt
 
     if resume:
         raise ValueError(f"--resume: recipe {recipe.name} trains by supervised fine-tuning, "
@@ -84,7 +84,7 @@ def _train_supervised(model, tok, records, recipe, out: Path, resume: bool, devi
     cfg = recipe.train
     log = finetune(model, tok, records, cfg.steps, cfg.lr, batch_size=cfg.batch_size,
                    warmup=cfg.warmup, weight_decay=cfg.weight_decay, seed=cfg.seed,
-                   device=device, log_every=cfg.log_every, template=mod10_prompt)
+                   device=device, log_every=cfg.log_every, template=qa_prompt)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
 

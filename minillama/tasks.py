@@ -28,6 +28,14 @@ from .tokenizer import ByteTokenizer
 if TYPE_CHECKING:
     from .recipes import Recipe
 
+
+def qa_prompt(rec: dict, marker: str | None = None) -> str:
+    """"Q: <question>\\n<marker>: ", what the model continues (marker: the record's own).
+
+    The one prompt template of every task here, in training and in scoring."""
+    return f"Q: {rec['question']}\n{marker or rec['marker']}: "
+
+
 # ----------------------------------------------------------------------------- mod 10
 
 # data kind -> the (marker, answer form) of the training examples, taken in turn
@@ -40,11 +48,6 @@ def mod10_problems(n: int, k: int = 8, seed: int = 0) -> list[dict]:
     """``mod10_chain`` records with both step styles: "cot" (one op) and "cot_two"."""
     two = mod10_chain(n, k=k, seed=seed, cot_style="two")
     return [{**r, "cot_two": t["cot"]} for r, t in zip(mod10_chain(n, k=k, seed=seed), two)]
-
-
-def mod10_prompt(rec: dict, marker: str | None = None) -> str:
-    """"Q: <question>\\n<marker>: ", what the model continues (marker: the record's own)."""
-    return f"Q: {rec['question']}\n{marker or rec['marker']}: "
 
 
 def mod10_records(kind: str, n: int, k: int = 8, seed: int = 0) -> list[dict]:
@@ -85,7 +88,7 @@ def mod10_scores(model, tok, recipe: Recipe, problems: list[dict], n: int = 10,
     from .reasoning import greedy_cot, self_consistency
     out = {}
     for marker in sorted({m for m, _ in MOD10_FORMS[recipe.data]}):
-        prompts = [mod10_prompt(r, marker) for r in problems]
+        prompts = [qa_prompt(r, marker) for r in problems]
         gold = [r["answer"] for r in problems]
         greedy = greedy_cot(model, tok, prompts, max_new_tokens=96)
         out[f"accuracy_greedy_{marker}"] = sum(
@@ -113,11 +116,16 @@ def addition_records(kind: str, n: int, digits: int = 5, seed: int = 0) -> list[
             for r in addition_problems(n, digits, seed, little_endian=ADDITION_FORMS[kind])]
 
 
+@lru_cache(maxsize=4)
+def _addition_questions(kind: str, n: int, digits: int, seed: int) -> frozenset:
+    return frozenset(r["question"] for r in addition_records(kind, n, digits, seed))
+
+
 def addition_heldout(recipe: Recipe, n: int, seed_offset: int = 2) -> list[dict]:
     """``n`` additions of another seed than training and validation, none seen in training."""
     size = recipe.data_size
     digits, seed = size.get("digits", 5), size.get("seed", 0)
-    seen = {r["question"] for r in addition_records(recipe.data, size["n_train"], digits, seed)}
+    seen = _addition_questions(recipe.data, size["n_train"], digits, seed)
     fresh = addition_records(recipe.data, 2 * n, digits, seed + seed_offset)
     return [r for r in fresh if r["question"] not in seen][:n]
 
@@ -125,7 +133,7 @@ def addition_heldout(recipe: Recipe, n: int, seed_offset: int = 2) -> list[dict]
 def addition_scores(model, tok, problems: list[dict]) -> dict:
     """Greedy exact match, and the share of right digits per place value (units first)."""
     from .reasoning import sample
-    texts = sample(model, tok, [mod10_prompt(r, "A") for r in problems], n=1,
+    texts = sample(model, tok, [qa_prompt(r, "A") for r in problems], n=1,
                    temperature=0.0, max_new_tokens=8)
     right, places = 0, {}
     for r, (text,) in zip(problems, texts):

@@ -29,7 +29,7 @@ from minillama.tasks import (
     addition_scores,
     mod10_heldout,
     mod10_problems,
-    mod10_prompt,
+    qa_prompt,
 )
 
 N_TEST = 100
@@ -45,8 +45,8 @@ def accuracy(answers, problems) -> float:
 def test_chain_of_thought_beats_answering_directly():
     model, tok, _ = load_reference("mod10")
     problems = mod10_heldout(get_recipe("mod10"), N_TEST)
-    direct = greedy_cot(model, tok, [mod10_prompt(p, "A") for p in problems], max_new_tokens=4)
-    steps = greedy_cot(model, tok, [mod10_prompt(p, "S") for p in problems], max_new_tokens=96)
+    direct = greedy_cot(model, tok, [qa_prompt(p, "A") for p in problems], max_new_tokens=4)
+    steps = greedy_cot(model, tok, [qa_prompt(p, "S") for p in problems], max_new_tokens=96)
     acc_direct = accuracy([d["answer"] for d in direct], problems)
     acc_steps = accuracy([s["answer"] for s in steps], problems)
     assert all("####" not in d["text"] for d in direct)          # A: really answers at once
@@ -57,7 +57,7 @@ def test_chain_of_thought_beats_answering_directly():
 def test_self_consistency_beats_greedy_on_two_reasoning_styles():
     model, tok, _ = load_reference("mod10-paths")
     problems = mod10_heldout(get_recipe("mod10-paths"), 64)
-    prompts = [mod10_prompt(p, "S") for p in problems]
+    prompts = [qa_prompt(p, "S") for p in problems]
     greedy = accuracy([g["answer"] for g in greedy_cot(model, tok, prompts, max_new_tokens=96)],
                       problems)
     voted = self_consistency(model, tok, prompts, n=10, temperature=1.0, max_new_tokens=96,
@@ -69,7 +69,7 @@ def test_self_consistency_beats_greedy_on_two_reasoning_styles():
 
 
 def steps_share(model, tok, problems, seed=0) -> float:
-    texts = sample(model, tok, [mod10_prompt(p, "A") for p in problems], n=4, temperature=1.0,
+    texts = sample(model, tok, [qa_prompt(p, "A") for p in problems], n=4, temperature=1.0,
                    max_new_tokens=96, seed=seed)
     return sum("####" in t for row in texts for t in row) / (4 * len(problems))
 
@@ -81,7 +81,7 @@ def test_dpo_moves_the_mixed_model_towards_writing_steps():
     problems = mod10_heldout(recipe, 48)
     before = steps_share(model, tok, problems)
     train = mod10_problems(64, seed=recipe.data_size.get("seed", 0) + 5)
-    pairs = [{"prompt": mod10_prompt(r, "A"), "chosen": r["cot"], "rejected": r["answer"]}
+    pairs = [{"prompt": qa_prompt(r, "A"), "chosen": r["cot"], "rejected": r["answer"]}
              for r in train]
     torch.manual_seed(0)
     log = dpo_train(model, tok, pairs, steps=10, lr=2e-4, beta=0.1, batch_size=8, seed=0)
