@@ -11,7 +11,8 @@ Prints a table and the two speed ratios (ours / transformers).
 With --profile it also measures, with torch.profiler, what share of transformers' time goes
 to kernels both sides run on the same shapes (matmuls, fused attention, SiLU, the loss, the
 optimizer). Ours cannot spend less than that, so 1 / share bounds the ratio any rewrite in
-PyTorch could reach. Profiling inflates small operations, so the bound leans in our favour.
+PyTorch could reach (ours spends about as long in those kernels). Profiling inflates small
+operations, so the bound leans in our favour.
 """
 
 import argparse
