@@ -10,9 +10,9 @@ Prints a table and the two speed ratios (ours / transformers).
 
 With --profile it also measures, with torch.profiler, what share of transformers' time goes
 to kernels both sides run on the same shapes (matmuls, fused attention, SiLU, the loss, the
-optimizer). Ours cannot spend less than that, so 1 / share bounds the ratio any rewrite in
-PyTorch could reach (ours spends about as long in those kernels). Profiling inflates small
-operations, so the bound leans in our favour.
+optimizer). Ours spends about as long in those same kernels, so 1 / share bounds the ratio
+any rewrite on PyTorch's kernels could reach. Profiling inflates small operations, so the
+bound leans in our favour.
 """
 
 import argparse
