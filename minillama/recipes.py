@@ -48,7 +48,7 @@ import torch
 
 from .config import LlamaConfig
 from .data import addition_problems, extract_answer, instruction_data, story_splits
-from .tasks import ADDITION_FORMS, MOD10_FORMS, addition_records, mod10_data, sort_data
+from .tasks import ADDITION_FORMS, MOD10_FORMS, addition_data, mod10_data, sort_data
 from .tokenizer import ByteTokenizer, Tokenizer
 from .train import TrainConfig
 
@@ -149,8 +149,6 @@ def heldout_problems(recipe: Recipe, n: int) -> list[dict]:
     return unseen[:n]
 
 
-
-
 _MOD10_MODEL = LlamaConfig(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, vocab_size=259,
                            multiple_of=32, max_seq_len=128, name="mod10")
 
@@ -214,10 +212,7 @@ def build_data(recipe: Recipe):
     if recipe.data in MOD10_FORMS:
         return mod10_data(recipe.data, **recipe.data_size)
     if recipe.data in ADDITION_FORMS:
-        size = recipe.data_size
-        digits, seed = size.get("digits", 5), size.get("seed", 0)
-        return (ByteTokenizer(), addition_records(recipe.data, size["n_train"], digits, seed),
-                addition_records(recipe.data, size["n_val"], digits, seed + 1))
+        return addition_data(recipe.data, **recipe.data_size)
     if recipe.data == "sort":
         return sort_data(**recipe.data_size)
     if recipe.data == "mixed":

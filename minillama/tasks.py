@@ -116,6 +116,13 @@ def addition_records(kind: str, n: int, digits: int = 5, seed: int = 0) -> list[
             for r in addition_problems(n, digits, seed, little_endian=ADDITION_FORMS[kind])]
 
 
+def addition_data(kind: str, n_train: int = 40000, n_val: int = 500, digits: int = 5,
+                  seed: int = 0):
+    """(tokenizer, train records, val records), as ``mod10_data``."""
+    return (ByteTokenizer(), addition_records(kind, n_train, digits, seed),
+            addition_records(kind, n_val, digits, seed + 1))
+
+
 @lru_cache(maxsize=4)
 def _addition_questions(kind: str, n: int, digits: int, seed: int) -> frozenset:
     return frozenset(r["question"] for r in addition_records(kind, n, digits, seed))
