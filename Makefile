@@ -57,8 +57,9 @@ endif
 course: $(STAMP)
 	MPLBACKEND=Agg $(PY) scripts/run_course.py --timeout $(NOTEBOOK_TIMEOUT) $(CHAPTERS)
 
+# Jupyter refuses to start as root unless told; containers often run as root.
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 exercises: $(STAMP)
 	$(PY) scripts/make_exercises.py

@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -100,8 +101,10 @@ def cmd_train(args):
                                        lr=args.lr, seed=args.seed,
                                        log_every=args.log_every).items() if v is not None}
     recipe = get_recipe(args.recipe, **overrides)
-    device = setup_distributed(_device(args.device))     # torchrun: join the group
     out = Path(args.out or f"runs/{recipe.name}")
+    if out.exists() and not out.is_dir():               # say so before training, not after
+        raise ValueError(f"--out {out} is an existing file; name a directory for the run")
+    device = setup_distributed(_device(args.device))     # torchrun: join the group
     torch.manual_seed(recipe.train.seed)
     tok, train_data, val_data = build_data(recipe)
     model = initial_model(recipe)
@@ -164,17 +167,17 @@ def cmd_generate(args):
 
 
 def cmd_count(args):
-    from .config import CONFIGS, PUBLISHED
+    from .config import CONFIGS
     from .model import count_parameters, kv_cache_bytes_per_token
 
-    names = args.models or PUBLISHED
+    names = args.models or list(CONFIGS)
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; known: {', '.join(CONFIGS)}")
     print(f"{'model':16s} {'parameters':>19s} {'KV KiB/token (bf16)':>20s}")
     for name in names:
         print(f"{name:16s} {count_parameters(name):19,d} "
-              f"{kv_cache_bytes_per_token(name) / 1024:20.0f}")
+              f"{kv_cache_bytes_per_token(name) / 1024:20.2f}")
 
 
 def cmd_eval(args):
@@ -183,7 +186,11 @@ def cmd_eval(args):
     model, tok = _load_with_tokenizer(args.checkpoint)
     name = args.recipe or model.cfg.name
     recipe = get_recipe(name)
-    _, _, val = build_data(recipe)
+    recipe_tok, _, val = build_data(recipe)
+    if recipe_tok.vocab_size > model.cfg.vocab_size:
+        raise ValueError(f"recipe {name!r} encodes its data with {recipe_tok.vocab_size} token "
+                         f"ids but {args.checkpoint} has vocab_size {model.cfg.vocab_size}; "
+                         f"pass the recipe the checkpoint was trained with (--recipe)")
     result = {"checkpoint": args.checkpoint, "recipe": name,
               **_measure(model, tok, recipe, val, args.n)}
     print(json.dumps(result, indent=2))
@@ -215,37 +222,70 @@ def cmd_publish(args):
     print(json.dumps({k: v for k, v in card.items() if k != "sha256"}, indent=2))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error printed as one line (and exit status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (a bad one is a usage error, exit status 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _examples() -> str:
+    """The module docstring's example commands, for the epilog of --help."""
+    return "examples:\n" + "\n".join(line for line in __doc__.splitlines()
+                                      if line.startswith("    python -m"))
+
+
 def build_parser():
-    ap = argparse.ArgumentParser(prog="python -m minillama", description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="command", required=True)
+    from .recipes import RECIPES
+
+    ap = _Parser(
+        prog="python -m minillama", epilog=_examples(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train, sample, count, evaluate and publish LLaMA models "
+                    "(every command has its own --help).")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     t = sub.add_parser("train", help="train a recipe from scratch (or --resume)")
-    t.add_argument("--recipe", required=True)
+    t.add_argument("--recipe", required=True, choices=list(RECIPES), metavar="RECIPE",
+                   help=f"one of: {', '.join(RECIPES)}")
     t.add_argument("--out", help="run directory (default runs/<recipe>)")
-    t.add_argument("--steps", type=int)
-    t.add_argument("--batch-size", type=int)
+    t.add_argument("--steps", type=_positive_int)
+    t.add_argument("--batch-size", type=_positive_int)
     t.add_argument("--lr", type=float)
     t.add_argument("--seed", type=int)
-    t.add_argument("--log-every", type=int, help="steps between metrics.jsonl records")
+    t.add_argument("--log-every", type=_positive_int, help="steps between metrics.jsonl records")
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     t.add_argument("--resume", action="store_true", help="continue from <out>/ckpt.pt")
     t.set_defaults(fn=cmd_train)
     g = sub.add_parser("generate", help="sample text from a checkpoint directory")
     g.add_argument("checkpoint")
     g.add_argument("--prompt", default="")
-    g.add_argument("--max-new-tokens", type=int, default=100)
+    g.add_argument("--max-new-tokens", type=_positive_int, default=100)
     g.add_argument("--temperature", type=float, default=0.8)
     g.add_argument("--top-k", type=int)
     g.add_argument("--top-p", type=float)
     g.add_argument("--seed", type=int)
-    g.add_argument("--samples", type=int, default=1)
+    g.add_argument("--samples", type=_positive_int, default=1)
     g.set_defaults(fn=cmd_generate)
     c = sub.add_parser("count", help="exact parameter counts and KV-cache size")
-    c.add_argument("models", nargs="*", help="names from minillama.CONFIGS (default: all)")
+    c.add_argument("models", nargs="*",
+                   help="names from minillama.CONFIGS (default: all of them)")
     c.set_defaults(fn=cmd_count)
     e = sub.add_parser("eval", help="validation loss (and accuracy) of a checkpoint")
     e.add_argument("checkpoint")
     e.add_argument("--recipe", help="recipe whose validation data to use (default: the model's)")
-    e.add_argument("-n", type=int, default=200, help="arithmetic problems to score")
+    e.add_argument("-n", type=_positive_int, default=200,
+                   help="held-out problems to score (default 200)")
     e.set_defaults(fn=cmd_eval)
     p = sub.add_parser("publish", help="store a finished run as a shipped reference (bf16)")
     p.add_argument("run", help="a training run directory (holding model/ and metrics.jsonl)")
@@ -258,12 +298,18 @@ def main(argv=None):
     ap = build_parser()
     args = ap.parse_args(argv)
     from .train import NonFiniteLoss
-    try:
-        args.fn(args)
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
-            KeyError, NonFiniteLoss) as e:
-        print(f"minillama {args.command}: error: {e}", file=sys.stderr)
-        sys.exit(2)
+
+    def one_line(message, category, *rest, **kw):      # warnings too: one line each
+        print(f"minillama {args.command}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():                    # restores showwarning afterwards
+        warnings.showwarning = one_line
+        try:
+            args.fn(args)
+        except (ValueError, TypeError, OSError, KeyError, NonFiniteLoss) as e:
+            message = e.args[0] if isinstance(e, KeyError) and e.args else e  # no repr quotes
+            print(f"minillama {args.command}: error: {message}", file=sys.stderr)
+            sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,10 @@ The two places parameter-efficient methods plug in (see ``minillama/peft``):
   (LLaMA-Adapter V1/V2, arXiv 2303.16199):
   ``out = softmax(S) V + gate * softmax(Q Kp^T / sqrt(d)) Vp``.
 * ``self.score_bias``: a module returning an additive term for the scores before the
-  softmax (LLaMA-Excitor, arXiv 2404.00913): ``S = Q K^T / sqrt(d) + extra``.
+  softmax (LLaMA-Excitor, arXiv 2404.00913): ``S = Q K^T / sqrt(d) + extra``. It is
+  handed the layer's ``KVCache`` too: whatever it must remember about the tokens
+  already seen belongs to that sequence's cache (``cache.extra``), not to the module,
+  so several sequences with their own caches can be decoded in turn.
 
 Both are None in the base model, which then takes the fused ``F.scaled_dot_product_attention``
 fast path; ``attend_explicit`` is the same arithmetic written out, for teaching and for
@@ -88,7 +91,11 @@ def attend_explicit(q, k, v, mask=None, score_bias=None):
 
 
 class KVCache(nn.Module):
-    """Pre-allocated keys and values of one layer: (b, kv_heads, max_seq_len, head_dim)."""
+    """Pre-allocated keys and values of one layer: (b, kv_heads, max_seq_len, head_dim).
+
+    ``extra`` holds what a PEFT plug-in needs to continue this sequence (the Excitor's
+    extra keys of the cached tokens), keyed by the plug-in's name.
+    """
 
     def __init__(self, batch: int, n_kv_heads: int, max_seq_len: int, head_dim: int,
                  dtype=torch.float32, device=None):
@@ -98,6 +105,7 @@ class KVCache(nn.Module):
                              persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device),
                              persistent=False)
+        self.extra: dict[str, torch.Tensor] = {}
 
     def update(self, start_pos: int, k: torch.Tensor, v: torch.Tensor):
         """Write the new keys/values at ``start_pos`` and return all of them so far."""
@@ -152,7 +160,9 @@ class Attention(nn.Module):
             k, v = cache.update(start_pos, k, v)
         s = k.shape[2]
 
-        bias = None if self.score_bias is None else self.score_bias(self, x, q, start_pos)
+        bias = None
+        if self.score_bias is not None:
+            bias = self.score_bias(self, x, q, start_pos, cache)
         mask = lambda: causal_mask(t, s, start_pos, x.device, self.chunk)
         if self.use_sdpa and bias is None:
             # The fused kernel shares each KV head with its query group itself

@@ -35,6 +35,21 @@ ROPE_TYPES = ("default", "llama3")
 ROPE_LAYOUTS = ("interleaved", "half")
 
 
+def positive_int(name: str, value) -> int:
+    """``value`` if it is a whole number >= 1 (not a bool); else a ValueError naming it."""
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def finite_positive(name: str, value) -> float:
+    """``value`` if it is a finite number > 0; else a ValueError naming it."""
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return value
+
+
 @dataclass
 class RopeScaling:
     """Llama 3.1's frequency scaling ("llama3" rope type); see ``rope.py``."""
@@ -43,6 +58,14 @@ class RopeScaling:
     low_freq_factor: float = 1.0
     high_freq_factor: float = 4.0
     original_max_seq_len: int = 8192
+
+    def __post_init__(self):
+        for f in ("factor", "low_freq_factor", "high_freq_factor"):
+            finite_positive(f"RopeScaling.{f}", getattr(self, f))
+        if self.high_freq_factor < self.low_freq_factor:
+            raise ValueError(f"RopeScaling.high_freq_factor ({self.high_freq_factor}) must be "
+                             f">= low_freq_factor ({self.low_freq_factor})")
+        positive_int("RopeScaling.original_max_seq_len", self.original_max_seq_len)
 
 
 @dataclass
@@ -79,14 +102,20 @@ class LlamaConfig:
 
     def __post_init__(self):
         if isinstance(self.rope_scaling, dict):
+            fields = {f.name for f in dataclasses.fields(RopeScaling)}
+            unknown = sorted(set(self.rope_scaling) - fields)
+            if unknown:
+                raise ValueError(f"LlamaConfig.rope_scaling: unknown field(s) {unknown}; "
+                                 f"valid: {', '.join(sorted(fields))}")
             self.rope_scaling = RopeScaling(**self.rope_scaling)
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
+        if self.rope_scaling is not None and not isinstance(self.rope_scaling, RopeScaling):
+            raise TypeError(f"LlamaConfig.rope_scaling must be a RopeScaling, a dict or None, "
+                            f"got {type(self.rope_scaling).__name__}")
         for f in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of",
                   "max_seq_len"):
-            value = getattr(self, f)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"LlamaConfig.{f} must be a positive integer, got {value!r}")
+            positive_int(f"LlamaConfig.{f}", getattr(self, f))
         if self.hidden_dim is not None and (not isinstance(self.hidden_dim, int)
                                             or self.hidden_dim <= 0):
             raise ValueError(f"LlamaConfig.hidden_dim must be a positive integer or None, "
@@ -99,13 +128,10 @@ class LlamaConfig:
                              f"n_kv_heads ({self.n_kv_heads})")
         if self.head_dim % 2:
             raise ValueError(f"LlamaConfig.dim / n_heads = {self.head_dim} must be even for RoPE")
-        if not self.norm_eps > 0:
-            raise ValueError(f"LlamaConfig.norm_eps must be > 0, got {self.norm_eps!r}")
-        if not self.rope_theta > 0:
-            raise ValueError(f"LlamaConfig.rope_theta must be > 0, got {self.rope_theta!r}")
-        if self.ffn_dim_multiplier is not None and not self.ffn_dim_multiplier > 0:
-            raise ValueError(f"LlamaConfig.ffn_dim_multiplier must be > 0, "
-                             f"got {self.ffn_dim_multiplier!r}")
+        finite_positive("LlamaConfig.norm_eps", self.norm_eps)
+        finite_positive("LlamaConfig.rope_theta", self.rope_theta)
+        if self.ffn_dim_multiplier is not None:
+            finite_positive("LlamaConfig.ffn_dim_multiplier", self.ffn_dim_multiplier)
         if self.rope_type not in ROPE_TYPES:
             raise ValueError(f"LlamaConfig.rope_type must be one of {ROPE_TYPES}, "
                              f"got {self.rope_type!r}")
@@ -202,7 +228,14 @@ def _cfg(name, **kw) -> LlamaConfig:
     return LlamaConfig(name=name, **kw)
 
 
-CONFIGS: dict[str, LlamaConfig] = {c.name: c for c in [
+class ModelConfigs(dict):
+    """``CONFIGS[name]``; an unknown name is a KeyError that lists the known ones."""
+
+    def __missing__(self, name):
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(self)}")
+
+
+CONFIGS: dict[str, LlamaConfig] = ModelConfigs({c.name: c for c in [
     _cfg("llama1-7b", dim=4096, n_layers=32, n_heads=32, vocab_size=32000, multiple_of=256,
          norm_eps=1e-6, max_seq_len=2048),
     _cfg("llama1-13b", dim=5120, n_layers=40, n_heads=40, vocab_size=32000, multiple_of=256,
@@ -241,7 +274,7 @@ CONFIGS: dict[str, LlamaConfig] = {c.name: c for c in [
          multiple_of=32, max_seq_len=256),
     _cfg("base", dim=256, n_layers=6, n_heads=8, n_kv_heads=4, vocab_size=512,
          multiple_of=64, max_seq_len=512),
-]}
+]})
 
 # The dense LLaMA 1-3 models (chapter 2's table) and the Llama 4 mixtures of experts.
 PUBLISHED = [n for n in CONFIGS if n.startswith("llama") and not CONFIGS[n].n_experts]

@@ -21,7 +21,11 @@ join a backward pass.
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+from .model import check_token_ids
 
 
 def filter_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -56,8 +60,9 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | Non
 
 
 def _check(temperature, top_k, top_p, max_new_tokens):
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
+            and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
@@ -77,12 +82,24 @@ def generate(model, tokens, max_new_tokens: int, temperature: float = 0.0,
     ``seed`` makes sampling reproducible without touching the global RNG.
     """
     _check(temperature, top_k, top_p, max_new_tokens)
-    tokens = torch.as_tensor(tokens, dtype=torch.long, device=model.tok_embeddings.weight.device)
+    if isinstance(tokens, str):
+        raise TypeError("generate takes token ids, not text: encode the prompt first, "
+                        "e.g. tok.encode(text, bos=True)")
+    try:
+        tokens = torch.as_tensor(tokens, device=model.tok_embeddings.weight.device)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"the prompt must be token ids (a list or tensor of integers), "
+                        f"got {type(tokens).__name__}") from None
+    if tokens.dim() not in (1, 2):
+        raise ValueError(f"the prompt must have shape (t,) or (batch, t), "
+                         f"got {tuple(tokens.shape)}")
     squeeze = tokens.dim() == 1
     if squeeze:
         tokens = tokens[None]
     if tokens.shape[1] == 0:
         raise ValueError("generate needs at least one prompt token (e.g. BOS)")
+    check_token_ids(tokens, model.cfg.vocab_size, "prompt token ids")
+    tokens = tokens.long()
     b, t0 = tokens.shape
     total = t0 + max_new_tokens
     if total > model.cfg.max_seq_len:

@@ -31,6 +31,17 @@ from .norm import RMSNorm
 from .rope import precompute_freqs_cis
 
 
+def check_token_ids(tokens: torch.Tensor, vocab_size: int, what: str = "token ids"):
+    """Token ids must be integers in [0, vocab_size): a clear error names the offenders."""
+    if not isinstance(tokens, torch.Tensor):
+        raise TypeError(f"{what} must be a tensor of integers, got {type(tokens).__name__}")
+    if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
+        raise TypeError(f"{what} must be integers (torch.long), got dtype {tokens.dtype}")
+    if tokens.numel() and (tokens.min() < 0 or tokens.max() >= vocab_size):
+        raise ValueError(f"{what} must lie in [0, vocab_size={vocab_size}), found ids from "
+                         f"{int(tokens.min())} to {int(tokens.max())}")
+
+
 class Block(nn.Module):
     def __init__(self, cfg: LlamaConfig, layer_id: int):
         super().__init__()
@@ -92,8 +103,11 @@ class Llama(nn.Module):
         ``start_pos``/``cache`` continue a sequence whose earlier keys are cached;
         ``last_only`` computes the head for the final position only (generation).
         """
-        if tokens.dim() != 2:
-            raise ValueError(f"tokens must have shape (batch, seq), got {tuple(tokens.shape)}")
+        if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
+            shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens)
+            raise ValueError(f"tokens must be a tensor of shape (batch, seq), got {shape}")
+        if tokens.is_floating_point():
+            raise TypeError(f"tokens must be integer ids (torch.long), got dtype {tokens.dtype}")
         t = tokens.shape[1]
         if start_pos + t > self.cfg.max_seq_len:
             raise ValueError(f"sequence of {start_pos + t} positions exceeds "
@@ -102,7 +116,11 @@ class Llama(nn.Module):
             self.freqs_cis = self.freqs_cis.to(tokens.device)
         freqs_cis = self.freqs_cis[start_pos:start_pos + t]
 
-        x = self.tok_embeddings(tokens)
+        try:
+            x = self.tok_embeddings(tokens)
+        except IndexError:      # checked only on failure: no cost on the hot path
+            check_token_ids(tokens, self.cfg.vocab_size, "tokens")
+            raise
         for i, layer in enumerate(self.layers):
             x = layer(x, freqs_cis, start_pos, None if cache is None else cache[i])
         x = self.norm(x)

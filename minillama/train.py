@@ -24,13 +24,16 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from .checkpoints.io import atomic_file
+from .checkpoints.io import atomic_file, read_torch
+from .config import finite_positive, positive_int
+from .model import check_token_ids
 
 
 @dataclass
@@ -56,15 +59,20 @@ class TrainConfig:
     def __post_init__(self):
         for f in ("steps", "batch_size", "grad_accum", "seq_len", "eval_every",
                   "eval_batches", "log_every"):
-            value = getattr(self, f)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"TrainConfig.{f} must be a positive integer, got {value!r}")
+            positive_int(f"TrainConfig.{f}", getattr(self, f))
         if self.warmup < 0 or self.ckpt_every < 0:
             raise ValueError(f"TrainConfig.warmup and ckpt_every must be >= 0, "
                              f"got {self.warmup} and {self.ckpt_every}")
-        if not self.lr > 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"TrainConfig needs lr > 0 and 0 <= min_lr_ratio <= 1, "
-                             f"got lr={self.lr}, min_lr_ratio={self.min_lr_ratio}")
+        finite_positive("TrainConfig.lr", self.lr)
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"TrainConfig.min_lr_ratio must be in [0, 1], "
+                             f"got {self.min_lr_ratio}")
+        if not self.grad_clip > 0:          # NaN fails this too; math.inf: no clipping
+            raise ValueError(f"TrainConfig.grad_clip must be > 0 (math.inf: no clipping), "
+                             f"got {self.grad_clip}")
+        if self.warmup > self.steps:
+            warnings.warn(f"TrainConfig.warmup ({self.warmup}) exceeds steps ({self.steps}): "
+                          f"the learning rate never reaches lr={self.lr}", stacklevel=3)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -176,6 +184,9 @@ def train(model, train_data: torch.Tensor, cfg: TrainConfig, out_dir: str | None
     ``resume`` continues from ``out_dir/ckpt.pt``. ``stop_after`` ends the run early at
     that step (as if interrupted), leaving a checkpoint to resume from.
     """
+    for what, data in (("train_data", train_data), ("val_data", val_data)):
+        if data is not None:
+            check_token_ids(data, model.cfg.vocab_size, what)
     rank, world = _distributed()
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must divide over {world} processes")
@@ -186,7 +197,7 @@ def train(model, train_data: torch.Tensor, cfg: TrainConfig, out_dir: str | None
     if resume:
         if not ckpt_path or not os.path.exists(ckpt_path):
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        state = read_torch(ckpt_path)                  # a clear error if truncated
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])

@@ -183,3 +183,14 @@ def test_public_names():
     assert minillama.CONFIGS and all(isinstance(c, minillama.LlamaConfig)
                                      for c in minillama.CONFIGS.values())
     assert all(callable(getattr(minillama, n)) for n in ("count_parameters", "load", "save"))
+
+
+def test_readme_library_snippet_runs_as_written(tmp_path, monkeypatch, capsys):
+    """The README's "library in six lines" runs on a fresh clone (no ../shared needed)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## The library in six lines", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert out.startswith("Once upon a time") and len(out) > len("Once upon a time") + 20

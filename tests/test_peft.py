@@ -255,6 +255,39 @@ def test_excitor_refuses_a_continuation_without_its_start():
     cache = model.make_cache(1, 10)
     with pytest.raises(ValueError, match="run the sequence from start_pos=0"):
         model(tokens(batch=1, n=1), start_pos=5, cache=cache)
+    with pytest.raises(ValueError, match="in the layer's KV cache"):
+        model(tokens(batch=1, n=1), start_pos=5)              # no cache at all
+
+
+def test_excitor_cached_decode_survives_an_unrelated_forward():
+    """The extra keys of a cached prefix live in that sequence's cache: a forward pass of
+    another prompt in between (same batch size, longer) must not change the next logits."""
+    model = with_visual("excitor", False)
+    a = tokens(seed=4, batch=1, n=9)
+    full = logits(model, a)[:, -1]
+    cache = model.make_cache(1, 16)
+    with torch.no_grad():
+        model(a[:, :8], start_pos=0, cache=cache)               # prefill A (8 tokens)
+        model(tokens(seed=5, batch=1, n=12))                    # unrelated, no cache
+        step = model(a[:, 8:9], start_pos=8, cache=cache)[:, -1]
+    torch.testing.assert_close(step, full, atol=1e-5, rtol=0)
+
+
+def test_excitor_two_caches_decode_interleaved():
+    """Two sequences, two caches, decoded one token each in turn: each equals its full pass."""
+    model = with_visual("excitor", False)
+    seqs = [tokens(seed=6, batch=1, n=10), tokens(seed=7, batch=1, n=10)]
+    caches = [model.make_cache(1, 10), model.make_cache(1, 10)]
+    out = [[], []]
+    with torch.no_grad():
+        for j in (0, 1):
+            out[j].append(model(seqs[j][:, :4], start_pos=0, cache=caches[j]))
+        for i in range(4, 10):
+            for j in (0, 1):
+                out[j].append(model(seqs[j][:, i:i + 1], start_pos=i, cache=caches[j]))
+    for j in (0, 1):
+        torch.testing.assert_close(torch.cat(out[j], dim=1), logits(model, seqs[j]),
+                                   atol=1e-5, rtol=0)
 
 
 # ----------------------------------------------------------------------------- visual

@@ -212,7 +212,10 @@ def test_merge_gives_a_plain_full_precision_model_with_the_same_logits():
         after = model(x)
     assert not any(isinstance(m, (Linear4bit, LoRALinear)) for m in model.modules())
     assert type(model.layers[0].attention.wq) is nn.Linear
-    assert (after - before).abs().max() <= 1e-5
+    # x (W + s B A) and x W + s (x B) A round differently in float32, and the kernels'
+    # summation order differs between CPUs (1.2e-5 on logits up to 2.8 on an AVX-512
+    # machine): the bound is 1e-5 relative to the largest logit.
+    assert (after - before).abs().max() <= 1e-5 * before.abs().max().clamp(min=1)
     assert model.layers[0].feed_forward.w2.weight.dtype == torch.float32
     with pytest.raises(ValueError, match="qlora merges one way"):
         P.unmerge(model)

@@ -23,7 +23,7 @@ import torch
 from .hf import hf_to_meta_permute, load_hf, meta_to_hf_permute, save_hf
 from .hf_llama4 import MODEL_TYPES as LLAMA4_TYPES
 from .hf_llama4 import is_llama4, load_hf_llama4, save_hf_llama4
-from .io import read_json
+from .io import read_json, recover
 from .llama2c import load_llama2c, save_llama2c
 from .meta import load_meta, save_meta
 from .native import MARKER, load_native, save_native
@@ -51,7 +51,7 @@ EXPECTED = ("a native directory (config.json with \"format\": \"minillama\" + mo
 
 def detect_format(path) -> str:
     """Which of ``FORMATS`` the checkpoint at ``path`` is in."""
-    path = Path(path)
+    path = recover(path)            # a save killed mid-swap leaves the checkpoint aside
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}; expected {EXPECTED}")
     if path.is_file():
@@ -83,6 +83,7 @@ def load(path, *, format: str | None = None, dtype: torch.dtype = torch.float32,
     Format-specific options: hf ``rope_layout``; meta ``vocab_size``, ``max_seq_len``,
     ``embedding_shard_dim``.
     """
+    recover(path)
     format = format or detect_format(path)
     if format not in LOADERS:
         raise ValueError(f"unknown checkpoint format {format!r}; known: {', '.join(FORMATS)}")

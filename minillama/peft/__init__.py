@@ -30,6 +30,7 @@ full-precision model. Methods do not stack: one method per model.
 from __future__ import annotations
 
 import numbers
+import warnings
 
 from ..model import Llama
 from ..quant.nf4 import BLOCKSIZES
@@ -38,7 +39,15 @@ from .adapter_v2 import apply_adapter_v2, merge_adapter_v2
 from .adapter_v2 import set_visual as _set_visual_v2
 from .excitor import apply_excitor
 from .excitor import set_visual as _set_visual_excitor
-from .lora import TARGETS, apply_lora, apply_qlora, lora_disabled, lora_modules, merge_qlora
+from .lora import (
+    TARGETS,
+    apply_lora,
+    apply_qlora,
+    block_linears,
+    lora_disabled,
+    lora_modules,
+    merge_qlora,
+)
 
 DEFAULTS = {
     "lora": dict(r=8, alpha=16.0, dropout=0.0, targets=("wq", "wv"), rslora=False),
@@ -114,6 +123,13 @@ def check_options(model, method: str, options: dict) -> dict:
             and o["visual_layers"] + o["layers"] > n:
         raise ValueError(f"adapter_v2: visual_layers={o['visual_layers']} early blocks and "
                          f"layers={o['layers']} late blocks overlap in a model of {n} blocks")
+    if method in ("lora", "qlora"):
+        full_rank = min(min(getattr(parent, name).weight.shape)
+                        for parent, name, _ in block_linears(model, o["targets"]))
+        if o["r"] > full_rank:
+            warnings.warn(f"{method}: r={o['r']} exceeds the smallest targeted layer's full "
+                          f"rank min(in, out) = {full_rank}: B A cannot have rank above "
+                          f"{full_rank}, so the extra parameters add nothing", stacklevel=3)
     return o
 
 

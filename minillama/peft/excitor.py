@@ -27,9 +27,10 @@ LLaMA-7B, K = 30, r = 16, top 30 layers, per-head gates:
 30 * (2 * 4096 * 16 + 30 * 4096) + 30 * 32 = 7,619,520 parameters.
 
 The module plugs into ``Attention.score_bias`` (see ``minillama/attention.py``), which
-calls it as ``score_bias(attn, x, q, start_pos)`` and adds the returned (b, h, t, s) term
-before the softmax. A KV cache holds the model's keys but not the extra keys, so the
-module remembers its own extra keys of the tokens seen since ``start_pos = 0``.
+calls it as ``score_bias(attn, x, q, start_pos, cache)`` and adds the returned
+(b, h, t, s) term before the softmax. When decoding with a KV cache, the extra keys of
+the tokens already seen are kept beside the model's keys, in ``cache.extra["excitor"]``:
+they belong to that sequence, so two sequences with two caches decode independently.
 """
 
 from __future__ import annotations
@@ -76,7 +77,6 @@ class Excitor(nn.Module):
             self.wk_visual = nn.Linear(visual_dim, dim, bias=False, **kw)   # Wk_E
             self.wv_visual = nn.Linear(visual_dim, dim, bias=False, **kw)   # Wv_E
         self.visual: torch.Tensor | None = None     # this batch's image features, or None
-        self.past_keys: torch.Tensor | None = None  # extra keys of the tokens seen so far
 
     def extra_keys(self, x: torch.Tensor) -> torch.Tensor:
         """K_extra (b, t, D) for the layer input x (b, t, D)."""
@@ -88,16 +88,18 @@ class Excitor(nn.Module):
         values = torch.cat([p, self.wv_visual(f)], dim=1)
         return reconstructed_keys(x, keys, self.down, self.up, values)
 
-    def forward(self, attn, x: torch.Tensor, q: torch.Tensor, start_pos: int) -> torch.Tensor:
-        keys = self.extra_keys(x)
+    def forward(self, attn, x: torch.Tensor, q: torch.Tensor, start_pos: int,
+                cache=None) -> torch.Tensor:
+        keys = self.extra_keys(x)                                       # (b, t, D)
         if start_pos > 0:               # continuing a cached sequence: prepend earlier keys
-            past = self.past_keys
+            past = None if cache is None else cache.extra.get("excitor")
             if past is None or past.shape[1] < start_pos or past.shape[0] != x.shape[0]:
                 raise ValueError(f"Excitor needs the extra keys of positions 0..{start_pos - 1}"
-                                 f" (batch {x.shape[0]}); run the sequence from start_pos=0 "
-                                 f"first")
+                                 f" (batch {x.shape[0]}) in the layer's KV cache; run the "
+                                 f"sequence from start_pos=0 with the same cache first")
             keys = torch.cat([past[:, :start_pos].to(keys.dtype), keys], dim=1)
-        self.past_keys = keys.detach()
+        if cache is not None:           # this sequence's extra keys (b, s, D), for later steps
+            cache.extra["excitor"] = keys.detach()
         k = rearrange(keys, "b s (h d) -> b h s d", h=attn.n_heads)      # split like K
         scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])      # (b, h, t, s)
         return rearrange(self.gate, "h -> h 1 1").type_as(q) * scores

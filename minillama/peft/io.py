@@ -40,6 +40,7 @@ from ..checkpoints.io import (
     atomic_directory,
     read_json,
     read_safetensors,
+    recover,
     write_json,
     write_safetensors,
 )
@@ -132,7 +133,7 @@ def save_adapter(model, path, format: str = "minillama", base_model_name_or_path
 
 def load_adapter(model, path) -> Llama:
     from . import apply
-    path = Path(path)
+    path = recover(path)            # a save killed mid-swap leaves the adapter aside
     if not (path / FILES["minillama"][0]).is_file():
         if (path / FILES["peft"][0]).is_file():
             raise ValueError(f"{path} holds a peft-format adapter; load it with "

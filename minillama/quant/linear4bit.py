@@ -12,7 +12,10 @@ does, so a quantised model never holds more than one layer's W in full precision
 
 On CUDA with bitsandbytes installed, ``backend="auto"`` hands the matmul to
 ``bitsandbytes.matmul_4bit`` with the same bytes (our packing and state are its own
-format), so the two paths compute the same product up to summation order.
+format), so the two paths compute the same product up to summation order. On the CPU,
+``backend="bitsandbytes"`` is refused when a row of W does not hold whole blocks
+(``in_features % blocksize != 0``): bitsandbytes' vectorised CPU dequantize reads one
+absmax per row and gets such weights wrong (seen on AVX-512 CPUs; see tests/test_nf4.py).
 """
 
 from __future__ import annotations
@@ -118,6 +121,12 @@ class Linear4bit(nn.Module):
             if self.backend == "bitsandbytes":
                 raise ImportError("backend='bitsandbytes' needs bitsandbytes installed") from e
             return False
+        if x.device.type == "cpu" and self.in_features % self.blocksize:
+            raise ValueError(
+                f"backend='bitsandbytes' on the CPU needs in_features ({self.in_features}) to "
+                f"be a multiple of blocksize ({self.blocksize}): bitsandbytes' vectorised CPU "
+                f"dequantize takes one absmax per row and is wrong otherwise (AVX-512); "
+                f"use backend='torch' or 'auto'")
         return True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
