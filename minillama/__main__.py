@@ -226,7 +226,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error printed as one line (and exit status 2)."""
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        name = self.prog.removeprefix("python -m ")      # "minillama train", as elsewhere
+        self.exit(2, f"{name}: error: {message} (see --help)\n")
 
 
 def _positive_int(text: str) -> int:
@@ -270,7 +271,7 @@ def build_parser():
     g = sub.add_parser("generate", help="sample text from a checkpoint directory")
     g.add_argument("checkpoint")
     g.add_argument("--prompt", default="")
-    g.add_argument("--max-new-tokens", type=_positive_int, default=100)
+    g.add_argument("--max-new-tokens", type=int, default=100)
     g.add_argument("--temperature", type=float, default=0.8)
     g.add_argument("--top-k", type=int)
     g.add_argument("--top-p", type=float)
