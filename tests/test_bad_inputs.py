@@ -10,6 +10,7 @@ Each row is (case id, the call, the exception or warning class, a fragment of it
 
 import math
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -65,7 +66,7 @@ def files(tmp_path):
         if kind == "hf_random_bin":                     # pytorch_model.bin of random bytes
             minillama.save(model(), d, format="hf")
             (d / "model.safetensors").unlink()
-            (d / "pytorch_model.bin").write_bytes(os.urandom(4096))
+            (d / "pytorch_model.bin").write_bytes(random.Random(0).randbytes(4096))
         elif kind == "hf_truncated":                    # safetensors cut short
             minillama.save(model(), d, format="hf")
             f = d / "model.safetensors"
