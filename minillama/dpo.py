@@ -14,7 +14,8 @@ maximising the likelihood of the preferred y_w over the rejected y_l gives a pla
     L = -log sigma( beta * [ (log pi(y_w|x) - log pi_ref(y_w|x))
                            - (log pi(y_l|x) - log pi_ref(y_l|x)) ] )
 
-log pi(y|x) is the *sum* of the response tokens' log-probabilities (``sequence_logprobs``).
+log pi(y|x) is the *sum* of the response tokens' log-probabilities (``sequence_logprobs``,
+in ``finetune.py`` beside the SFT batches it is built from).
 Logged per step: the implicit rewards beta (pi_w - ref_w) and beta (pi_l - ref_l), their
 difference (the reward margin) and the preference accuracy, the share of pairs whose
 margin is > 0 (a tie counts as wrong, so step 1 of a run whose reference is the policy
@@ -41,14 +42,14 @@ they are tokenised as SFT does: BOS + prompt, then response + EOS.
 from __future__ import annotations
 
 import contextlib
-import time
+import itertools
 
 import torch
 import torch.nn.functional as F
 
-from .finetune import IGNORE, sft_batch
-from .peft import disabled
-from .train import TrainConfig, lr_at, make_optimizer
+from .finetune import sequence_logprobs
+from .peft import can_disable, disabled
+from .train import TrainConfig, epoch_batches, fit, make_optimizer, trainable
 
 
 def pair_tokens(pair: dict, tokenizer) -> tuple[list[int], list[int], list[int]]:
@@ -60,36 +61,6 @@ def pair_tokens(pair: dict, tokenizer) -> tuple[list[int], list[int], list[int]]
     prompt = tokenizer.encode(pair["prompt"], bos=True)
     return (prompt, tokenizer.encode(pair["chosen"]) + [tokenizer.eos_id],
             tokenizer.encode(pair["rejected"]) + [tokenizer.eos_id])
-
-
-def sequence_logprobs(model, prompts_ids: list[list[int]], responses_ids: list[list[int]],
-                      pad_id: int = 0) -> torch.Tensor:
-    """log pi(y|x) = sum_t log p(y_t | x, y_<t) for each (prompt, response) pair; shape (b,).
-
-    The pairs are right-padded into one batch; the prompt and the padding get target -100,
-    which ``F.cross_entropy`` scores as 0, so summing over positions adds up exactly the
-    response tokens. Differentiable: wrap in ``torch.no_grad()`` for a reference model.
-    """
-    if len(prompts_ids) != len(responses_ids):
-        raise ValueError(f"got {len(prompts_ids)} prompts for {len(responses_ids)} responses")
-    if not prompts_ids:
-        raise ValueError("sequence_logprobs needs at least one (prompt, response) pair")
-    examples = []
-    for prompt, response in zip(prompts_ids, responses_ids):
-        if not prompt or not response:
-            raise ValueError("every prompt and every response needs at least one token")
-        ids = list(prompt) + list(response)
-        examples.append((ids[:-1], [IGNORE] * (len(prompt) - 1) + list(response)))
-    longest = max(len(x) for x, _ in examples)
-    if longest > model.cfg.max_seq_len:
-        raise ValueError(f"a prompt + response is {longest + 1} tokens but the model's "
-                         f"max_seq_len is {model.cfg.max_seq_len}")
-    x, y = sft_batch(examples, pad_id)
-    device = model.tok_embeddings.weight.device
-    x, y = x.to(device), y.to(device)
-    logits = model(x).float()                                            # (b, t, V)
-    nll = F.cross_entropy(logits.transpose(1, 2), y, ignore_index=IGNORE, reduction="none")
-    return -nll.sum(dim=1)                                               # (b,)
 
 
 def dpo_loss(pi_w: torch.Tensor, pi_l: torch.Tensor, ref_w: torch.Tensor,
@@ -141,11 +112,8 @@ def reference_logprobs(model, tokenizer, pairs: list[dict], reference=None,
     """
     tokens = [pair_tokens(p, tokenizer) for p in pairs]
     scorer = reference if reference is not None else model
-    off = contextlib.nullcontext()
-    config = getattr(model, "peft_config", None)
-    if reference is None and config and config["method"] in ("lora", "qlora") \
-            and not config["merged"]:
-        off = disabled(model)
+    off = disabled(model) if reference is None and can_disable(model) \
+        else contextlib.nullcontext()
     was_training = scorer.training
     scorer.eval()
     out = []
@@ -163,25 +131,19 @@ def dpo_train(model, tokenizer, pairs: list[dict], steps: int, lr: float, beta: 
               weight_decay: float = 0.0, seed: int = 0, log_every: int = 1) -> list[dict]:
     """Train ``model``'s trainable parameters with the DPO loss on ``pairs``.
 
-    Batches walk through the pairs in a fresh seeded order each epoch; the learning rate
-    follows ``train.lr_at`` (warm-up, cosine). Returns the log, every ``log_every`` steps:
+    Batches walk through the pairs in a fresh seeded order each epoch; the loop is
+    ``train.fit`` (schedule ``train.lr_at``: warm-up, cosine), DPO supplies the loss of a
+    batch. Returns the log, every ``log_every`` steps:
     {"step", "loss", "margin", "accuracy", "chosen_reward", "rejected_reward", "lr", "time"}
     (batch means; plus "nll" when ``nll_weight`` > 0). The model is left in eval mode.
     """
     if not pairs:
         raise ValueError("dpo_train needs at least one preference pair")
-    if not any(p.requires_grad for p in model.parameters()):
-        raise ValueError("the model has no trainable parameters")
+    trainable(model)                                        # an error if nothing would learn
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
                       weight_decay=weight_decay, seed=seed, log_every=log_every, progress=False)
     tokens = [pair_tokens(p, tokenizer) for p in pairs]
-    g = torch.Generator().manual_seed(seed)
-    order, schedule = [], []
-    for _ in range(steps):                                  # every step's batch, up front
-        while len(order) < batch_size:
-            order += torch.randperm(len(pairs), generator=g).tolist()
-        schedule.append(order[:batch_size])
-        order = order[batch_size:]
+    schedule = list(itertools.islice(epoch_batches(len(pairs), batch_size, seed), steps))
     used = sorted({i for batch in schedule for i in batch})
     ref = torch.zeros(len(pairs), 2)
     ref[used] = reference_logprobs(model, tokenizer, [pairs[i] for i in used], reference,
@@ -189,25 +151,9 @@ def dpo_train(model, tokenizer, pairs: list[dict], steps: int, lr: float, beta: 
     device = model.tok_embeddings.weight.device
     ref = ref.to(device)
 
-    model.train()
-    optimizer = make_optimizer(model, cfg)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    log, t0 = [], time.perf_counter()
-    for step, batch in enumerate(schedule):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
+    def loss_fn(batch):
         pi_w, pi_l = _both(model, tokens, batch, tokenizer.pad_id)
         lengths = torch.tensor([len(tokens[i][1]) for i in batch], device=device)
-        loss, stats = dpo_loss(pi_w, pi_l, ref[batch, 0], ref[batch, 1], beta,
-                               nll_weight, lengths)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
-            row = {"step": step + 1, "loss": loss.item(), "lr": lr_at(step, cfg)}
-            row.update({k: v.float().mean().item() for k, v in stats.items()})
-            row["time"] = time.perf_counter() - t0
-            log.append(row)
-    model.eval()
-    return log
+        return dpo_loss(pi_w, pi_l, ref[batch, 0], ref[batch, 1], beta, nll_weight, lengths)
+
+    return fit(model, make_optimizer(model, cfg), cfg, schedule, loss_fn)

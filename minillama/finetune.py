@@ -17,8 +17,12 @@ padded on the right: with causal attention no real token ever looks at the paddi
 and padded targets are -100 as well.
 
 ``finetune`` trains whatever parameters are left trainable (all of them, or only those a
-PEFT method from ``minillama.peft`` added) with the schedule and AdamW of
+PEFT method from ``minillama.peft`` added) with the loop (``fit``), schedule and AdamW of
 ``minillama/train.py``; ``generate_answers`` decodes greedily after each prompt.
+
+The same padded batches score a whole response: log p(y|x) = sum_t log p(y_t | x, y_<t),
+summed over the response tokens only (``sequence_logprobs``), which DPO and the
+multiple-choice metrics use.
 
 Exact match without generating: greedy decoding writes the reference response
 r_1 .. r_R and then EOS exactly when, at every response position,
@@ -32,13 +36,11 @@ model writes the right text split into different tokens, which counts as wrong h
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 
 from .data.instructions import format_prompt
-from .train import TrainConfig, lr_at, make_optimizer
+from .train import TrainConfig, epoch_batches, fit, make_optimizer, trainable
 
 IGNORE = -100
 
@@ -68,6 +70,36 @@ def sft_batch(examples: list[tuple[list[int], list[int]]], pad_id: int):
     return inputs, targets
 
 
+def sequence_logprobs(model, prompts_ids: list[list[int]], responses_ids: list[list[int]],
+                      pad_id: int = 0) -> torch.Tensor:
+    """log pi(y|x) = sum_t log p(y_t | x, y_<t) for each (prompt, response) pair; shape (b,).
+
+    The pairs are right-padded into one batch; the prompt and the padding get target -100,
+    which ``F.cross_entropy`` scores as 0, so summing over positions adds up exactly the
+    response tokens. Differentiable: wrap in ``torch.no_grad()`` for a reference model.
+    """
+    if len(prompts_ids) != len(responses_ids):
+        raise ValueError(f"got {len(prompts_ids)} prompts for {len(responses_ids)} responses")
+    if not prompts_ids:
+        raise ValueError("sequence_logprobs needs at least one (prompt, response) pair")
+    examples = []
+    for prompt, response in zip(prompts_ids, responses_ids):
+        if not prompt or not response:
+            raise ValueError("every prompt and every response needs at least one token")
+        ids = list(prompt) + list(response)
+        examples.append((ids[:-1], [IGNORE] * (len(prompt) - 1) + list(response)))
+    longest = max(len(x) for x, _ in examples)
+    if longest > model.cfg.max_seq_len:
+        raise ValueError(f"a prompt + response is {longest + 1} tokens but the model's "
+                         f"max_seq_len is {model.cfg.max_seq_len}")
+    x, y = sft_batch(examples, pad_id)
+    device = model.tok_embeddings.weight.device
+    x, y = x.to(device), y.to(device)
+    logits = model(x).float()                                            # (b, t, V)
+    nll = F.cross_entropy(logits.transpose(1, 2), y, ignore_index=IGNORE, reduction="none")
+    return -nll.sum(dim=1)                                               # (b,)
+
+
 def _check_lengths(examples, max_seq_len: int):
     longest = max(len(x) for x, _ in examples)
     if longest > max_seq_len:
@@ -82,7 +114,8 @@ def finetune(model, tokenizer, records: list[dict], steps: int, lr: float, batch
 
     Batches walk through the records in a fresh random order each epoch (fixed by
     ``seed``). Returns the log: {"step", "loss", "lr", "time"} every ``log_every`` steps.
-    The model is left in eval mode.
+    The model is left in eval mode. The loop is ``train.fit``; only the batch and its
+    loss are SFT's own.
 
     ``optimizer``: None for AdamW as ``train.make_optimizer`` builds it, or a callable
     taking the list of trainable parameters and returning a torch optimiser (for example
@@ -91,41 +124,26 @@ def finetune(model, tokenizer, records: list[dict], steps: int, lr: float, batch
     """
     if not records:
         raise ValueError("finetune needs at least one record")
-    if not any(p.requires_grad for p in model.parameters()):
-        raise ValueError("the model has no trainable parameters")
+    trainable(model)                                        # an error if nothing would learn
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
                       weight_decay=weight_decay, seed=seed, log_every=log_every, progress=False)
     examples = [sft_tokens(r, tokenizer, template) for r in records]
     _check_lengths(examples, model.cfg.max_seq_len)
-    g = torch.Generator().manual_seed(seed)
-    order: list[int] = []
-    model.to(device).train()
+    model.to(device)
     if optimizer is None:
         optimizer = make_optimizer(model, cfg)
     else:
-        optimizer = optimizer([p for p in model.parameters() if p.requires_grad])
+        optimizer = optimizer(trainable(model))
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must return a torch optimiser, got "
                             f"{type(optimizer).__name__}")
-    log, t0 = [], time.perf_counter()
-    for step in range(steps):
-        while len(order) < batch_size:                       # next epoch's shuffle
-            order += torch.randperm(len(examples), generator=g).tolist()
-        batch, order = order[:batch_size], order[batch_size:]
+
+    def loss_fn(batch):
         x, y = sft_batch([examples[i] for i in batch], tokenizer.pad_id)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
         _, loss = model(x.to(device), y.to(device))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(
-            [p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
-            log.append({"step": step + 1, "loss": loss.item(), "lr": lr_at(step, cfg),
-                        "time": time.perf_counter() - t0})
-    model.eval()
-    return log
+        return loss, {}
+
+    return fit(model, optimizer, cfg, epoch_batches(len(examples), batch_size, seed), loss_fn)
 
 
 @torch.no_grad()

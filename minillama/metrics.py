@@ -51,7 +51,7 @@ from decimal import Decimal, InvalidOperation
 import torch
 
 from .data.arithmetic import extract_answer
-from .dpo import sequence_logprobs
+from .finetune import sequence_logprobs
 
 
 # ----------------------------------------------------------------------------- exact match

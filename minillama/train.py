@@ -15,6 +15,10 @@ single process.
 
 Batches are a pure function of (seed, step), and a checkpoint holds model, optimiser,
 schedule, RNG state and step: a resumed run continues bit-for-bit where it stopped.
+
+The loop's pieces are the ones fine-tuning uses too: ``optimizer_step`` (NaN guard,
+schedule, clipping, update), ``log_record``, and, for trainers that take one batch of
+records per step (``finetune``, ``dpo_train``), ``epoch_batches`` and the loop ``fit``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 
 import torch
@@ -111,8 +116,93 @@ def get_batch(data: torch.Tensor, batch: int, seq_len: int, seed: int, step: int
     return windows[:, :-1], windows[:, 1:]
 
 
+# ----------------------------------------------------------------------------- the loop
+# Every trainer here (pretraining below, ``finetune`` for SFT, ``dpo_train`` for DPO) runs
+# the same loop and differs only in its batches and its loss:
+#
+#     for step in range(steps):
+#         loss = the trainer's loss on the step's batch;  loss.backward()
+#         optimizer_step(...)        # finite loss?  lr_at(step), clip, update, clear
+#         every log_every steps: log_record(...)
+#
+# ``fit`` is that loop for one batch per step; ``train`` adds accumulation, DDP,
+# evaluation and checkpoints around the same pieces.
 class NonFiniteLoss(RuntimeError):
-    pass
+    """The loss became NaN or infinite: stop before the update spreads it into the weights."""
+
+
+def epoch_batches(n: int, batch_size: int, seed: int) -> Iterator[list[int]]:
+    """Endless batches of indices into ``n`` records: a fresh random order every epoch.
+
+    The orders come from one generator seeded with ``seed``, so the batches are fixed by
+    it; a batch that does not fit in what is left of an epoch continues into the next.
+    """
+    g = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    while True:
+        while len(order) < batch_size:                       # next epoch's shuffle
+            order += torch.randperm(n, generator=g).tolist()
+        batch, order = order[:batch_size], order[batch_size:]
+        yield batch
+
+
+def trainable(model) -> list[torch.nn.Parameter]:
+    """The parameters training updates (``requires_grad``); an error if there are none."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    return params
+
+
+def optimizer_step(model, optimizer, step: int, cfg: TrainConfig, loss: float,
+                   note: str = "") -> float:
+    """One update once ``backward`` has filled the gradients; returns their norm.
+
+    A non-finite ``loss`` clears the gradients and raises ``NonFiniteLoss`` (``note`` ends
+    its message) before any weight changes. Otherwise every group gets lr_at(step), the
+    gradient g of the trainable parameters is scaled to g * min(1, grad_clip / |g|) (the
+    norm returned is |g|, before clipping), the optimiser steps and the gradients are cleared.
+    """
+    if not math.isfinite(loss):
+        optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteLoss(f"loss became {loss} at step {step + 1}; stopping.{note}")
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, cfg)
+    norm = torch.nn.utils.clip_grad_norm_(trainable(model), cfg.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(norm)
+
+
+def log_due(step: int, cfg: TrainConfig, last: int) -> bool:
+    """Whether step ``step`` (0-based) is logged: every ``cfg.log_every``-th, and the last."""
+    return (step + 1) % cfg.log_every == 0 or step + 1 == last
+
+
+def log_record(step: int, loss: float, cfg: TrainConfig, t0: float, **extra) -> dict:
+    """The log line of step ``step``: {"step", "loss", "lr", **extra, "time"}."""
+    return {"step": step + 1, "loss": loss, "lr": lr_at(step, cfg), **extra,
+            "time": time.perf_counter() - t0}
+
+
+def fit(model, optimizer, cfg: TrainConfig, batches: Iterable, loss_fn) -> list[dict]:
+    """The loop for one batch per step (SFT, DPO): ``cfg.steps`` steps over ``batches``.
+
+    ``loss_fn(batch)`` returns the batch's loss (a scalar tensor) and a dict of tensors
+    logged as their means. Returns the log; the model is left in eval mode.
+    """
+    model.train()
+    log, t0 = [], time.perf_counter()
+    for step, batch in zip(range(cfg.steps), batches):
+        loss, stats = loss_fn(batch)
+        loss.backward()
+        value = loss.item()
+        optimizer_step(model, optimizer, step, cfg, value)
+        if log_due(step, cfg, cfg.steps):
+            log.append(log_record(step, value, cfg, t0,
+                                  **{k: v.float().mean().item() for k, v in stats.items()}))
+    model.eval()
+    return log
 
 
 def setup_distributed(device="cpu") -> str:
@@ -218,9 +308,6 @@ def train(model, train_data: torch.Tensor, cfg: TrainConfig, out_dir: str | None
     t0 = time.perf_counter()
 
     for step in range(start, end):
-        lr = lr_at(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         total = 0.0
         for micro in range(cfg.grad_accum):
             x, y = get_batch(train_data, cfg.batch_size, cfg.seq_len, cfg.seed, step, micro)
@@ -235,20 +322,15 @@ def train(model, train_data: torch.Tensor, cfg: TrainConfig, out_dir: str | None
             t = torch.tensor([total], device=device)
             dist.all_reduce(t)
             total = t.item() / world
-        if not math.isfinite(total):
-            optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLoss(f"loss became {total} at step {step + 1}; stopping. The last good "
-                                f"checkpoint ({ckpt_path or 'none saved'}) is left untouched.")
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        norm = optimizer_step(model, optimizer, step, cfg, total,
+                              f" The last good checkpoint ({ckpt_path or 'none saved'}) "
+                              f"is left untouched.")
         done = step + 1
-        record = {"step": done, "loss": total, "lr": lr, "grad_norm": float(norm),
-                  "tokens": done * cfg.batch_size * cfg.grad_accum * cfg.seq_len,
-                  "time": time.perf_counter() - t0}
+        record = log_record(step, total, cfg, t0, grad_norm=norm,
+                            tokens=done * cfg.batch_size * cfg.grad_accum * cfg.seq_len)
         if val_data is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
             record["val_loss"] = evaluate(model, val_data, cfg, device=device)
-        if rank == 0 and (done % cfg.log_every == 0 or "val_loss" in record or done == end):
+        if rank == 0 and (log_due(step, cfg, end) or "val_loss" in record):
             log.append(record)
             if metrics_path:
                 with open(metrics_path, "a") as f:

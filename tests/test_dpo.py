@@ -9,13 +9,8 @@ import torch.nn.functional as F
 
 from minillama import Llama, LlamaConfig
 from minillama import peft as P
-from minillama.dpo import (
-    dpo_loss,
-    dpo_train,
-    pair_tokens,
-    reference_logprobs,
-    sequence_logprobs,
-)
+from minillama.dpo import dpo_loss, dpo_train, pair_tokens, reference_logprobs
+from minillama.finetune import sequence_logprobs
 from minillama.tokenizer import ByteTokenizer
 
 TOK = ByteTokenizer()

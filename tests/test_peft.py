@@ -200,6 +200,15 @@ def test_lora_merge_equals_unmerged_and_unmerge_restores_the_weights():
     torch.testing.assert_close(logits(model, x), unmerged, atol=1e-5, rtol=1e-5)
 
 
+def test_can_disable_only_an_unmerged_lora():
+    assert not P.can_disable(base_model())
+    model = P.apply(base_model(), "lora", **SMALL["lora"])
+    assert P.can_disable(model)
+    assert not P.can_disable(P.merge(model))
+    assert P.can_disable(P.unmerge(model))
+    assert not P.can_disable(P.apply(base_model(), "adapter_v1", **SMALL["adapter_v1"]))
+
+
 def test_adapter_v2_merges_into_linears_with_bias():
     model = train_a_little(P.apply(base_model(), "adapter_v2", **SMALL["adapter_v2"]))
     x = tokens()

@@ -17,6 +17,7 @@ from minillama import Llama, LlamaConfig
 from minillama.train import (
     NonFiniteLoss,
     TrainConfig,
+    epoch_batches,
     get_batch,
     lr_at,
     make_optimizer,
@@ -125,6 +126,14 @@ def test_get_batch_rejects_bad_data():
         get_batch(DATA[:16], 4, 16, seed=0, step=0)
     x, y = get_batch(DATA[:17], 4, 16, seed=0, step=0)   # exactly one window fits
     assert torch.equal(x[0], DATA[:16]) and torch.equal(y[0], DATA[1:17])
+
+
+def test_epoch_batches_walk_a_fresh_seeded_order_each_epoch():
+    g = torch.Generator().manual_seed(7)
+    epochs = sum((torch.randperm(5, generator=g).tolist() for _ in range(3)), [])
+    batches = epoch_batches(5, 4, seed=7)
+    assert [next(batches) for _ in range(3)] == [epochs[0:4], epochs[4:8], epochs[8:12]]
+    assert sorted(epochs[:5]) == sorted(epochs[5:10]) == list(range(5))
 
 
 # ----------------------------------------------------------------------------- accumulation

@@ -7,6 +7,7 @@ parameters trainable:
     minillama.peft.trainable_parameters(model)      # 4,194,304 on LLaMA-7B
     minillama.peft.merge(model)                     # fold into the weights (where possible)
     with minillama.peft.disabled(model): ...        # LoRA off: the base model, no copy
+    minillama.peft.can_disable(model)               # True for an unmerged LoRA / QLoRA
     minillama.peft.save(model, "adapter/")          # the trained tensors only
     minillama.peft.load(fresh_model, "adapter/")    # applies the method, then loads
 
@@ -195,6 +196,12 @@ def unmerge(model) -> Llama:
     return model
 
 
+def can_disable(model) -> bool:
+    """Whether ``disabled(model)`` switches an adapter off: an unmerged LoRA or QLoRA."""
+    config = getattr(model, "peft_config", None)
+    return bool(config) and config["method"] in ("lora", "qlora") and not config["merged"]
+
+
 def disabled(model):
     """A context manager inside which a LoRA model computes exactly its base model.
 
@@ -236,5 +243,5 @@ def load(model, path) -> Llama:
     return load_adapter(model, path)
 
 
-__all__ = ["apply", "trainable_parameters", "merge", "unmerge", "disabled", "save", "load",
-           "set_visual", "METHODS", "DEFAULTS"]
+__all__ = ["apply", "trainable_parameters", "merge", "unmerge", "can_disable", "disabled",
+           "save", "load", "set_visual", "METHODS", "DEFAULTS"]
