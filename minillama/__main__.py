@@ -20,6 +20,16 @@ from pathlib import Path
 
 import torch
 
+from . import load, save
+from .config import CONFIGS
+from .finetune import finetune
+from .model import count_parameters, kv_cache_bytes_per_token
+from .recipes import RECIPES, build_data, get_recipe, initial_model
+from .reference import REFERENCE_DIR, hardware, verify, write_card
+from .tasks import qa_prompt
+from .tokenizer import Tokenizer
+from .train import NonFiniteLoss, setup_distributed, train
+
 
 def _device(name):
     if name == "auto":
@@ -30,55 +40,14 @@ def _device(name):
 
 
 def _measure(model, tok, recipe, val_data, n_problems: int = 200) -> dict:
-    """Validation loss, and for arithmetic the accuracy on problems never trained on."""
-    from .recipes import arithmetic_accuracy, heldout_problems
-    from .tasks import (
-        ADDITION_FORMS,
-        MOD10_FORMS,
-        SUPERVISED,
-        addition_heldout,
-        addition_scores,
-        mod10_heldout,
-        mod10_scores,
-        qa_prompt,
-    )
-    from .train import evaluate
-
-    if recipe.data in SUPERVISED:       # supervised recipes: loss on the answers only
-        from .finetune import sft_loss
-        with torch.no_grad():
-            result = {"val_loss": round(sft_loss(model, tok, val_data,
-                                                 template=qa_prompt), 4)}
-    else:
-        result = {"val_loss": round(evaluate(model, val_data, recipe.train), 4)}
-    if recipe.data == "mixed":          # the tasks in the pretraining form, on unseen records
-        from .data import instruction_data
-        from .finetune import greedy_score
-        from .recipes import task_prompt
-        records = instruction_data(n_problems, seed=recipe.data_size.get("seed", 0) + 303,
-                                   families=recipe.data_size.get("families"))
-        result["task_accuracy_plain"] = round(
-            greedy_score(model, tok, records, template=task_prompt)["exact_match"], 4)
-        result["task_accuracy_alpaca"] = round(greedy_score(model, tok, records)["exact_match"], 4)
-    if recipe.data in MOD10_FORMS:      # greedy per marker; sampled + voted where unmarked
-        result.update(mod10_scores(model, tok, recipe, mod10_heldout(recipe, n_problems)))
-    if recipe.data in ADDITION_FORMS:   # greedy, exact and per digit, on unseen additions
-        result.update(addition_scores(model, tok, addition_heldout(recipe, n_problems)))
-    if recipe.data == "arithmetic":
-        unseen = heldout_problems(recipe, n_problems)
-        for style in ("direct", "steps"):
-            result[f"accuracy_{style}"] = arithmetic_accuracy(model, tok, unseen, style)
-    if recipe.data == "sort":           # unseen short lists; direct sorts of long ones
-        from .tasks import sort_scores
-        result.update(sort_scores(model, tok, recipe, n_problems))
-    return result
+    """Validation loss, and the task's own figures on ``n_problems`` it never trained on."""
+    task = recipe.task
+    return {"val_loss": round(task.val_loss(model, tok, val_data, recipe.train), 4),
+            **task.scores(model, tok, n_problems)}
 
 
 def _train_supervised(model, tok, records, recipe, out: Path, resume: bool, device):
     """``finetune`` (response-only loss) with the recipe's schedule; log to metrics.jsonl."""
-    from .finetune import finetune
-    from .tasks import qa_prompt
-
     if resume:
         raise ValueError(f"--resume: recipe {recipe.name} trains by supervised fine-tuning, "
                          f"which keeps no checkpoint to resume from")
@@ -91,12 +60,6 @@ def _train_supervised(model, tok, records, recipe, out: Path, resume: bool, devi
 
 
 def cmd_train(args):
-    from . import save
-    from .recipes import build_data, get_recipe, initial_model
-    from .reference import hardware, write_card
-    from .tasks import SUPERVISED
-    from .train import setup_distributed, train
-
     overrides = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size,
                                        lr=args.lr, seed=args.seed,
                                        log_every=args.log_every).items() if v is not None}
@@ -109,7 +72,7 @@ def cmd_train(args):
     tok, train_data, val_data = build_data(recipe)
     model = initial_model(recipe)
     t0 = time.perf_counter()
-    if recipe.data in SUPERVISED:       # supervised: one example per row, loss on the answers
+    if recipe.task.supervised:          # one example per row, the loss on the answers
         _train_supervised(model, tok, train_data, recipe, out, args.resume, device)
     else:
         train(model, train_data, recipe.train, out_dir=str(out), val_data=val_data,
@@ -124,7 +87,7 @@ def cmd_train(args):
     save(model.cpu(), out / "model")
     tok.save(out / "model" / "tokenizer.json")
     seen = ({"examples_seen": recipe.train.steps * recipe.train.batch_size}
-            if recipe.data in SUPERVISED else
+            if recipe.task.supervised else
             {"tokens_seen": recipe.train.steps * recipe.train.batch_size
              * recipe.train.grad_accum * recipe.train.seq_len})
     facts = dict(recipe=recipe.name, steps=recipe.train.steps, **seen,
@@ -139,10 +102,6 @@ def cmd_train(args):
 
 
 def _load_with_tokenizer(path):
-    from . import load
-    from .reference import verify
-    from .tokenizer import Tokenizer
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
@@ -167,9 +126,6 @@ def cmd_generate(args):
 
 
 def cmd_count(args):
-    from .config import CONFIGS
-    from .model import count_parameters, kv_cache_bytes_per_token
-
     names = args.models or list(CONFIGS)
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
@@ -181,8 +137,6 @@ def cmd_count(args):
 
 
 def cmd_eval(args):
-    from .recipes import build_data, get_recipe
-
     model, tok = _load_with_tokenizer(args.checkpoint)
     name = args.recipe or model.cfg.name
     recipe = get_recipe(name)
@@ -198,10 +152,6 @@ def cmd_eval(args):
 
 def cmd_publish(args):
     """Store a finished run as a shipped reference: bf16 weights, re-measured, hashed."""
-    from . import load, save
-    from .recipes import build_data, get_recipe
-    from .reference import REFERENCE_DIR, verify, write_card
-
     run = Path(args.run)
     card = verify(run / "model")
     model, tok = _load_with_tokenizer(run / "model")
@@ -248,8 +198,6 @@ def _examples() -> str:
 
 
 def build_parser():
-    from .recipes import RECIPES
-
     ap = _Parser(
         prog="python -m minillama", epilog=_examples(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -298,7 +246,6 @@ def build_parser():
 def main(argv=None):
     ap = build_parser()
     args = ap.parse_args(argv)
-    from .train import NonFiniteLoss
 
     def one_line(message, category, *rest, **kw):      # warnings too: one line each
         print(f"minillama {args.command}: warning: {message}", file=sys.stderr)

@@ -35,21 +35,32 @@ recipes; their ``card.json`` records the recipe, steps, tokens, losses, hardware
   was trained on and fails on longer lists, which is what split -> sort -> merge fixes.
 
 A recipe with ``init_from`` starts from that shipped reference's weights and tokenizer
-instead of a random model (continued pretraining). How the supervised tasks (mod10*,
-add5*, sort) are written, held out and scored is in ``tasks.py``.
+instead of a random model (continued pretraining). A recipe's data is a task object
+(``recipe.task``, from ``tasks.py``): it builds the data, holds problems out and scores.
 """
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass, field, replace
-
-import torch
+from dataclasses import asdict, dataclass, replace
 
 from .config import LlamaConfig
-from .data import addition_problems, extract_answer, instruction_data, story_splits
-from .tasks import ADDITION_FORMS, MOD10_FORMS, addition_data, mod10_data, sort_data
-from .tokenizer import ByteTokenizer, Tokenizer
+from .model import Llama
+from .reference import load_reference
+from .tasks import (  # noqa: F401  (the chapters import heldout_problems .. task_text here)
+    ADDITION_FORMS,
+    MIXED_FAMILIES,
+    Addition,
+    Arithmetic,
+    Mixed,
+    Mod10,
+    Sort,
+    Stories,
+    Task,
+    heldout_problems,
+    stories_data,
+    task_prompt,
+    task_text,
+)
 from .train import TrainConfig
 
 
@@ -58,140 +69,68 @@ class Recipe:
     name: str
     model: LlamaConfig
     train: TrainConfig
-    data: str                       # "stories", "arithmetic", "mixed", "sort" or a SUPERVISED key
-    data_size: dict = field(default_factory=dict)
+    task: Task                      # what it trains on and how it is scored (tasks.py)
     init_from: str | None = None    # a shipped reference to continue from
 
+    @property
+    def data_size(self) -> dict:
+        """The task's sizes and seed, e.g. ``stories_data(**recipe.data_size)``."""
+        return asdict(self.task)
 
-def stories_data(n_train: int = 20000, n_val: int = 500, vocab_size: int = 512, seed: int = 0):
-    """(tokenizer, train tokens, val tokens): each story is <bos> text <eos>."""
-    train, val = story_splits(n_train, n_val, seed=seed)
-    tok = Tokenizer.train(train[:4000], vocab_size)
-    enc = lambda texts: torch.tensor([i for t in texts for i in tok.encode(t, bos=True, eos=True)])
-    return tok, enc(train), enc(val)
-
-
-# The task families in the ``mixed`` pretraining text: ones a few-million-parameter model
-# learns in minutes (look-ups, extremes, letter edits, word counts, refusals).
-MIXED_FAMILIES = ["lookup_colour", "lookup_age", "max_list", "min_list", "uppercase",
-                  "capitalize", "reverse_word", "count_words", "refusal", "list_to_csv"]
+    def heldout(self, n: int, *args) -> list:
+        """``n`` problems the task never trains on (see ``tasks.py``)."""
+        return self.task.heldout(n, *args)
 
 
-def task_text(record: dict) -> str:
-    """A task as plain text, the way pretraining text might show it (not the Alpaca form)."""
-    given = f"\n{record['input']}" if record["input"] else ""
-    return f"{record['instruction']}{given}\nAnswer:\n{record['output']}"
+# The model shapes: a few million parameters on 512 BPE tokens, and a smaller one on bytes.
+STORIES_MODEL = LlamaConfig(dim=192, n_layers=6, n_heads=6, n_kv_heads=2, vocab_size=512,
+                            multiple_of=64, max_seq_len=256, name="stories")
+BYTES_MODEL = LlamaConfig(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, vocab_size=259,
+                          multiple_of=32, max_seq_len=128, name="arithmetic")
 
-
-def task_prompt(record: dict) -> str:
-    """``task_text`` up to the answer: the prompt of a task in its pretraining form."""
-    return task_text({**record, "output": ""})
-
-
-def mixed_data(tok, n_stories: int = 20000, n_tasks: int = 60000, n_val: int = 500,
-               seed: int = 0, families=None):
-    """(train tokens, val tokens): stories and plain task text, shuffled together.
-
-    Validation holds out both kinds: unseen stories and task records of another seed.
-    """
-    stories, val_stories = story_splits(n_stories, n_val, seed=seed)
-    tasks = [task_text(r) for r in instruction_data(n_tasks, seed=seed + 101, families=families)]
-    val_tasks = [task_text(r) for r in instruction_data(n_val, seed=seed + 202,
-                                                        families=families)]
-    docs, val = stories + tasks, val_stories + val_tasks
-    random.Random(seed).shuffle(docs)
-    random.Random(seed + 1).shuffle(val)
-    enc = lambda texts: torch.tensor([i for t in texts for i in tok.encode(t, bos=True, eos=True)])
-    return enc(docs), enc(val)
-
-
-def arithmetic_text(rec: dict, style: str) -> str:
-    """One training example in the requested answer format (see the module docstring)."""
-    if style == "direct":
-        return f"Q: {rec['question']}\nA: {rec['answer']}\n"
-    if style == "steps":
-        return f"Q: {rec['question']}\nS: {rec['cot']}\n"
-    raise ValueError(f"style must be 'direct' or 'steps', got {style!r}")
-
-
-def arithmetic_data(n_train: int = 40000, n_val: int = 500, digits: int = 3, seed: int = 0):
-    """(tokenizer, train tokens, val tokens) of additions in both formats, val unseen."""
-    tok = ByteTokenizer()
-    problems = addition_problems(n_train + n_val, digits=digits, seed=seed)
-    enc = lambda recs: torch.tensor([i for k, r in enumerate(recs) for i in tok.encode(
-        arithmetic_text(r, ("direct", "steps")[k % 2]), bos=True, eos=True)])
-    return tok, enc(problems[:n_train]), enc(problems[n_train:])
-
-
-@torch.no_grad()
-def arithmetic_accuracy(model, tok, problems: list[dict], style: str, device="cpu") -> float:
-    """Exact-match accuracy of greedy answers to unseen problems, in one format."""
-    correct = 0
-    marker = {"direct": "A: ", "steps": "S: "}[style]
-    for rec in problems:
-        prompt = tok.encode(f"Q: {rec['question']}\n{marker}", bos=True)
-        out = model.generate(torch.tensor(prompt, device=device), 48 if style == "steps" else 8,
-                             stop_tokens=[tok.eos_id, tok.encode("\n")[0]])
-        text = marker + tok.decode(out.tolist(), skip_special=True).strip()
-        answer = extract_answer(text) if style == "steps" else text[len(marker):].strip()
-        correct += answer == rec["answer"]
-    return correct / len(problems)
-
-
-def heldout_problems(recipe: Recipe, n: int) -> list[dict]:
-    """``n`` addition problems from the recipe's validation range that never occur in training."""
-    size = recipe.data_size
-    problems = addition_problems(size["n_train"] + size["n_val"], seed=size.get("seed", 0))
-    seen = {r["question"] for r in problems[:size["n_train"]]}
-    unseen = [r for r in problems[size["n_train"]:] if r["question"] not in seen]
-    if len(unseen) < n:
-        raise ValueError(f"only {len(unseen)} held-out problems; asked for {n}")
-    return unseen[:n]
-
-
-_MOD10_MODEL = LlamaConfig(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, vocab_size=259,
-                           multiple_of=32, max_seq_len=128, name="mod10")
+# mod10 and its two continuations share a schedule but for its length and warmup.
+MOD10_TRAIN = TrainConfig(batch_size=16, lr=5e-4, log_every=10)
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
-    Recipe("stories",
-           LlamaConfig(dim=192, n_layers=6, n_heads=6, n_kv_heads=2, vocab_size=512,
-                       multiple_of=64, max_seq_len=256, name="stories"),
+    Recipe("stories", STORIES_MODEL,
            TrainConfig(steps=1200, batch_size=16, seq_len=256, lr=3e-3, warmup=60,
                        eval_every=250, ckpt_every=250),
-           "stories", dict(n_train=20000, n_val=500)),
-    Recipe("arithmetic",
-           LlamaConfig(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, vocab_size=259,
-                       multiple_of=32, max_seq_len=128, name="arithmetic"),
+           Stories(n_train=20000, n_val=500)),
+    Recipe("arithmetic", BYTES_MODEL,
            TrainConfig(steps=2000, batch_size=32, seq_len=128, lr=3e-3, warmup=100,
                        eval_every=250, ckpt_every=250),
-           "arithmetic", dict(n_train=40000, n_val=500)),
-    Recipe("mixed",
-           LlamaConfig(dim=192, n_layers=6, n_heads=6, n_kv_heads=2, vocab_size=512,
-                       multiple_of=64, max_seq_len=256, name="mixed"),
+           Arithmetic(n_train=40000, n_val=500)),
+    Recipe("mixed", STORIES_MODEL.replace(name="mixed"),
            TrainConfig(steps=400, batch_size=16, seq_len=256, lr=1e-3, warmup=20,
                        eval_every=100, ckpt_every=100),
-           "mixed", dict(n_stories=8000, n_tasks=60000, n_val=500, families=MIXED_FAMILIES),
+           Mixed(tokenizer_from="stories", n_stories=8000, n_tasks=60000, n_val=500,
+                 families=MIXED_FAMILIES),
            init_from="stories"),
     Recipe("tiny-stories",
            LlamaConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=512,
                        multiple_of=32, max_seq_len=128, name="tiny-stories"),
            TrainConfig(steps=150, batch_size=16, seq_len=128, lr=3e-3, warmup=20,
                        eval_every=50, eval_batches=4),
-           "stories", dict(n_train=2000, n_val=100)),
-    Recipe("mod10", _MOD10_MODEL.replace(name="mod10"),
-           TrainConfig(steps=1200, batch_size=16, lr=5e-4, warmup=30, log_every=10),
-           "mod10", dict(n_train=40000, n_val=500)),
-    Recipe("mod10-paths", _MOD10_MODEL.replace(name="mod10-paths"),
-           TrainConfig(steps=1000, batch_size=16, lr=5e-4, warmup=10, log_every=10),
-           "mod10-paths", dict(n_train=40000, n_val=500), init_from="mod10"),
-    Recipe("mod10-mix", _MOD10_MODEL.replace(name="mod10-mix"),
-           TrainConfig(steps=200, batch_size=16, lr=5e-4, warmup=10, log_every=10),
-           "mod10-mix", dict(n_train=40000, n_val=500), init_from="mod10"),
-    *(Recipe(name, _MOD10_MODEL.replace(name=name),
+           Stories(n_train=2000, n_val=100)),
+    Recipe("mod10", BYTES_MODEL.replace(name="mod10"), replace(MOD10_TRAIN, steps=1200, warmup=30),
+           Mod10("mod10", n_train=40000, n_val=500)),
+    Recipe("mod10-paths", BYTES_MODEL.replace(name="mod10-paths"),
+           replace(MOD10_TRAIN, steps=1000, warmup=10),
+           Mod10("mod10-paths", n_train=40000, n_val=500), init_from="mod10"),
+    Recipe("mod10-mix", BYTES_MODEL.replace(name="mod10-mix"),
+           replace(MOD10_TRAIN, steps=200, warmup=10),
+           Mod10("mod10-mix", n_train=40000, n_val=500), init_from="mod10"),
+    *(Recipe(name, BYTES_MODEL.replace(name=name),
              TrainConfig(steps=4000, batch_size=32, lr=3e-3, warmup=30, weight_decay=0.0,
                          log_every=50),
-             name, dict(n_train=40000, n_val=500, digits=5))
+             Addition(name, n_train=40000, n_val=500, digits=5))
       for name in ADDITION_FORMS),
+    Recipe("sort",
+           LlamaConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=259,
+                       multiple_of=32, max_seq_len=256, name="sort"),  # room for 32-digit lists
+           TrainConfig(steps=1000, batch_size=32, seq_len=96, lr=3e-3, warmup=50,
+                       eval_every=250, ckpt_every=250),
+           Sort(n_train=60000, n_val=500, max_len=8)),
 ]}
 
 
@@ -206,41 +145,18 @@ def get_recipe(name: str, **train_overrides) -> Recipe:
 
 
 def build_data(recipe: Recipe):
-    """(tokenizer, train tokens, val tokens) for a recipe."""
-    if recipe.data == "stories":
-        return stories_data(**recipe.data_size)
-    if recipe.data in MOD10_FORMS:
-        return mod10_data(recipe.data, **recipe.data_size)
-    if recipe.data in ADDITION_FORMS:
-        return addition_data(recipe.data, **recipe.data_size)
-    if recipe.data == "sort":
-        return sort_data(**recipe.data_size)
-    if recipe.data == "mixed":
-        from .reference import load_reference
-        _, tok, _ = load_reference(recipe.init_from)
-        return (tok, *mixed_data(tok, **recipe.data_size))
-    return arithmetic_data(**recipe.data_size)
+    """(tokenizer, train, val) for a recipe: token streams, or records if supervised."""
+    return recipe.task.data()
 
 
-def initial_model(recipe: Recipe):
+def initial_model(recipe: Recipe) -> Llama:
     """A random model, or (``init_from``) the reference's weights in fp32 under this recipe's
     config name, so that the saved model says which recipe made it."""
-    from .model import Llama
     model = Llama(recipe.model)
     if recipe.init_from is not None:
-        from .reference import load_reference
         start, _, _ = load_reference(recipe.init_from)
         if start.cfg.replace(name=recipe.model.name) != recipe.model:
             raise ValueError(f"recipe {recipe.name}: its model config differs from the "
                              f"{recipe.init_from} reference it continues from")
         model.load_state_dict(start.float().state_dict())
     return model
-
-
-RECIPES["sort"] = Recipe(
-    "sort",
-    LlamaConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=259, multiple_of=32,
-                max_seq_len=256, name="sort"),     # room for 32-digit lists, never trained on
-    TrainConfig(steps=1000, batch_size=32, seq_len=96, lr=3e-3, warmup=50, eval_every=250,
-                ckpt_every=250),
-    "sort", dict(n_train=60000, n_val=500, max_len=8))
