@@ -13,16 +13,21 @@ all off by default so that every dense config above keeps its meaning:
 
 * a mixture of experts (``moe.py``): ``n_experts`` routed experts of width
   ``expert_dim`` plus one shared expert, in the layers where
-  ``(layer + 1) % moe_interleave == 0``; the other layers keep a dense FFN of width
-  ``ffn_dim``;
+  ``(layer + 1) % interleave_moe_layer_step == 0``; the other layers keep a dense FFN of
+  width ``ffn_dim``;
 * interleaved RoPE / NoPE layers ("iRoPE", ``attention.py``): every
-  ``nope_interval``-th layer has no position encoding and attends to the whole causal
-  past; the RoPE layers attend only inside chunks of ``attention_chunk`` tokens and
-  normalise q and k (``qk_norm``); NoPE layers sharpen their queries at long range
-  (``attn_temperature_tuning`` with ``floor_scale`` and ``attn_scale``).
+  ``nope_layer_interval``-th layer has no position encoding and attends to the whole
+  causal past; the RoPE layers attend only inside chunks of ``attention_chunk_size``
+  tokens and normalise q and k (``use_qk_norm``); NoPE layers sharpen their queries at
+  long range (``attn_temperature_tuning`` with ``floor_scale`` and ``attn_scale``).
+
+The Llama 4 fields carry the names of Meta's reference ``ModelArgs`` (llama-models).
+The RoPE variant is stated once: ``rope_scaling=None`` is plain RoPE, a ``RopeScaling``
+is Llama 3.1's "llama3" scaling (Hugging Face's ``rope_type``).
 
 A config that cannot describe a working model (dim not divisible by heads, heads not
-divisible by KV heads, an unknown RoPE type...) raises ``ValueError`` naming the field.
+divisible by KV heads, an unknown RoPE layout...) raises ``ValueError`` naming the field;
+an old field name raises ``TypeError`` naming its replacement.
 """
 
 from __future__ import annotations
@@ -31,14 +36,22 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-ROPE_TYPES = ("default", "llama3")
 ROPE_LAYOUTS = ("interleaved", "half")
 
 
-def positive_int(name: str, value) -> int:
-    """``value`` if it is a whole number >= 1 (not a bool); else a ValueError naming it."""
+_NO_OFF = object()
+
+
+def positive_int(name: str, value, off=_NO_OFF):
+    """``value`` if it is a whole number >= 1 (not a bool); else a ValueError naming it.
+
+    ``off`` (0 or None) is one more accepted value, the one that switches a feature off.
+    """
+    if off is not _NO_OFF and type(value) is type(off) and value == off:
+        return value
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        alt = "" if off is _NO_OFF else f" or {off!r}"
+        raise ValueError(f"{name} must be a positive integer{alt}, got {value!r}")
     return value
 
 
@@ -68,6 +81,24 @@ class RopeScaling:
         positive_int("RopeScaling.original_max_seq_len", self.original_max_seq_len)
 
 
+# Fields this library used to call otherwise: old name -> what to pass instead.
+RENAMED = {
+    "nope_interval": "nope_layer_interval",
+    "moe_interleave": "interleave_moe_layer_step",
+    "attention_chunk": "attention_chunk_size",
+    "qk_norm": "use_qk_norm",
+}
+REMOVED = {"rope_type": "rope_type was removed: pass rope_scaling=RopeScaling(...) for Llama "
+                        "3.1's 'llama3' scaling, or rope_scaling=None for plain RoPE"}
+
+
+def _retired_field(name: str) -> str | None:
+    """Why ``name`` is no longer a LlamaConfig field, or None if it never was one."""
+    if name in RENAMED:
+        return f"{name} was renamed {RENAMED[name]} (Meta's name)"
+    return REMOVED.get(name)
+
+
 @dataclass
 class LlamaConfig:
     dim: int = 64                      # model width D
@@ -80,25 +111,31 @@ class LlamaConfig:
     ffn_dim_multiplier: float | None = None
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
-    rope_type: str = "default"         # "default" or "llama3"
-    rope_scaling: RopeScaling | None = None
+    rope_scaling: RopeScaling | None = None  # None: plain RoPE; else Llama 3.1's "llama3"
     rope_layout: str = "interleaved"   # which dims form a rotating pair (see rope.py)
     max_seq_len: int = 256             # context window the RoPE table is built for
     tie_embeddings: bool = False       # share tok_embeddings and output weights
     # Llama 4: mixture of experts (moe.py)
     n_experts: int = 0                 # routed experts per MoE layer E (0 = dense model)
     n_experts_per_tok: int = 1         # k: experts each token is sent to
-    moe_interleave: int = 1            # MoE in layers with (layer + 1) % moe_interleave == 0
+    interleave_moe_layer_step: int = 1  # MoE in layers with (layer + 1) % this == 0
     expert_dim: int | None = None      # width of each expert and the shared one (None = ffn_dim)
     router_aux_coef: float = 0.0       # weight of the load-balancing loss while training
     # Llama 4: long-context attention (attention.py)
-    nope_interval: int = 0             # layers with (layer + 1) % nope_interval == 0 skip RoPE
-    attention_chunk: int | None = None  # RoPE layers attend within chunks of this many tokens
-    qk_norm: bool = False              # weightless RMSNorm of q and k after RoPE (RoPE layers)
+    nope_layer_interval: int = 0       # layers with (layer + 1) % this == 0 skip RoPE
+    attention_chunk_size: int | None = None  # RoPE layers attend within chunks of this size
+    use_qk_norm: bool = False          # weightless RMSNorm of q and k after RoPE (RoPE layers)
     attn_temperature_tuning: bool = False  # NoPE layers scale q up with the position
     floor_scale: float = 8192.0
     attn_scale: float = 0.1
     name: str = ""
+
+    def __new__(cls, *args, **kwargs):
+        # Runs before the generated __init__ sees the keywords: an old name gets a clear error.
+        for name in kwargs:
+            if (why := _retired_field(name)) is not None:
+                raise TypeError(f"LlamaConfig: {why}")
+        return super().__new__(cls)
 
     def __post_init__(self):
         if isinstance(self.rope_scaling, dict):
@@ -116,10 +153,7 @@ class LlamaConfig:
         for f in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of",
                   "max_seq_len"):
             positive_int(f"LlamaConfig.{f}", getattr(self, f))
-        if self.hidden_dim is not None and (not isinstance(self.hidden_dim, int)
-                                            or self.hidden_dim <= 0):
-            raise ValueError(f"LlamaConfig.hidden_dim must be a positive integer or None, "
-                             f"got {self.hidden_dim!r}")
+        positive_int("LlamaConfig.hidden_dim", self.hidden_dim, off=None)
         if self.dim % self.n_heads:
             raise ValueError(f"LlamaConfig.dim ({self.dim}) must be divisible by "
                              f"n_heads ({self.n_heads})")
@@ -132,34 +166,20 @@ class LlamaConfig:
         finite_positive("LlamaConfig.rope_theta", self.rope_theta)
         if self.ffn_dim_multiplier is not None:
             finite_positive("LlamaConfig.ffn_dim_multiplier", self.ffn_dim_multiplier)
-        if self.rope_type not in ROPE_TYPES:
-            raise ValueError(f"LlamaConfig.rope_type must be one of {ROPE_TYPES}, "
-                             f"got {self.rope_type!r}")
-        if self.rope_type == "llama3" and self.rope_scaling is None:
-            raise ValueError("LlamaConfig.rope_scaling is required when rope_type='llama3'")
         if self.rope_layout not in ROPE_LAYOUTS:
             raise ValueError(f"LlamaConfig.rope_layout must be one of {ROPE_LAYOUTS}, "
                              f"got {self.rope_layout!r}")
         self._check_llama4()
 
     def _check_llama4(self):
-        def integer(f, low, optional=False):
-            value = getattr(self, f)
-            ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
-            if not (ok or (optional and value is None)):
-                raise ValueError(f"LlamaConfig.{f} must be an integer >= {low}"
-                                 f"{' or None' if optional else ''}, got {value!r}")
-
-        integer("n_experts", 0)
-        integer("n_experts_per_tok", 1)
-        integer("moe_interleave", 1)
-        integer("nope_interval", 0)
-        integer("expert_dim", 1, optional=True)
-        integer("attention_chunk", 1, optional=True)
+        for f, off in (("n_experts", 0), ("n_experts_per_tok", _NO_OFF),
+                       ("interleave_moe_layer_step", _NO_OFF), ("nope_layer_interval", 0),
+                       ("expert_dim", None), ("attention_chunk_size", None)):
+            positive_int(f"LlamaConfig.{f}", getattr(self, f), off)
         if self.n_experts and self.n_experts_per_tok > self.n_experts:
             raise ValueError(f"LlamaConfig.n_experts_per_tok ({self.n_experts_per_tok}) cannot "
                              f"exceed n_experts ({self.n_experts})")
-        for f in ("qk_norm", "attn_temperature_tuning"):
+        for f in ("use_qk_norm", "attn_temperature_tuning"):
             if not isinstance(getattr(self, f), bool):
                 raise ValueError(f"LlamaConfig.{f} must be True or False, "
                                  f"got {getattr(self, f)!r}")
@@ -190,11 +210,11 @@ class LlamaConfig:
 
     def is_moe_layer(self, layer: int) -> bool:
         """Does block ``layer`` (0-based) hold a mixture of experts instead of a dense FFN?"""
-        return self.n_experts > 0 and (layer + 1) % self.moe_interleave == 0
+        return self.n_experts > 0 and (layer + 1) % self.interleave_moe_layer_step == 0
 
     def uses_rope(self, layer: int) -> bool:
         """False for the NoPE layers of Llama 4's interleaved RoPE/NoPE stack."""
-        return not (self.nope_interval and (layer + 1) % self.nope_interval == 0)
+        return not (self.nope_layer_interval and (layer + 1) % self.nope_layer_interval == 0)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -202,6 +222,9 @@ class LlamaConfig:
     @classmethod
     def from_dict(cls, d: dict) -> LlamaConfig:
         known = {f.name for f in dataclasses.fields(cls)}
+        for name in d:
+            if (why := _retired_field(name)) is not None:
+                raise ValueError(f"LlamaConfig: {why}")
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown LlamaConfig field(s): {', '.join(unknown)}")
@@ -213,15 +236,15 @@ class LlamaConfig:
 
 # The published models (SPEC: Meta's params.json files and the papers' tables).
 _L3 = dict(vocab_size=128256, norm_eps=1e-5, rope_theta=500000.0)
-_L31 = dict(_L3, rope_type="llama3", max_seq_len=131072,
+_L31 = dict(_L3, max_seq_len=131072,
             rope_scaling=RopeScaling(8.0, 1.0, 4.0, 8192))
-_L32 = dict(_L3, rope_type="llama3", max_seq_len=131072, tie_embeddings=True,
+_L32 = dict(_L3, max_seq_len=131072, tie_embeddings=True,
             rope_scaling=RopeScaling(32.0, 1.0, 4.0, 8192))
 
 
 _L4 = dict(dim=5120, n_layers=48, n_heads=40, n_kv_heads=8, vocab_size=202048, norm_eps=1e-5,
-           rope_theta=500000.0, hidden_dim=16384, expert_dim=8192, nope_interval=4,
-           attention_chunk=8192, attn_temperature_tuning=True)
+           rope_theta=500000.0, hidden_dim=16384, expert_dim=8192,
+           nope_layer_interval=4, attention_chunk_size=8192, attn_temperature_tuning=True)
 
 
 def _cfg(name, **kw) -> LlamaConfig:
@@ -264,9 +287,9 @@ CONFIGS: dict[str, LlamaConfig] = ModelConfigs({c.name: c for c in [
          ffn_dim_multiplier=1.5, **_L32),
     _cfg("llama3.2-3b", dim=3072, n_layers=28, n_heads=24, n_kv_heads=8, multiple_of=256,
          ffn_dim_multiplier=1.0, **_L32),
-    _cfg("llama4-scout", n_experts=16, moe_interleave=1, qk_norm=True, rope_type="llama3",
+    _cfg("llama4-scout", n_experts=16, interleave_moe_layer_step=1, use_qk_norm=True,
          rope_scaling=RopeScaling(16.0, 1.0, 1.0, 8192), max_seq_len=10 * 2**20, **_L4),
-    _cfg("llama4-maverick", n_experts=128, moe_interleave=2, max_seq_len=2**20, **_L4),
+    _cfg("llama4-maverick", n_experts=128, interleave_moe_layer_step=2, max_seq_len=2**20, **_L4),
     # Course sizes: small enough to train on a laptop CPU.
     _cfg("tiny", dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=512, multiple_of=32,
          max_seq_len=256),

@@ -16,6 +16,19 @@ from torch import nn
 
 
 class FeedForward(nn.Module):
+    """
+    The SwiGLU feed-forward network of a block (also each expert of ``moe.py``).
+
+    Args:
+        dim (int): Model width D (input and output).
+        hidden_dim (int): Hidden width F.
+
+    Attributes:
+        w1 (nn.Linear): Gate projection, D -> F.
+        w2 (nn.Linear): Down projection, F -> D.
+        w3 (nn.Linear): Up projection, D -> F.
+    """
+
     def __init__(self, dim: int, hidden_dim: int):
         super().__init__()
         self.w1 = nn.Linear(dim, hidden_dim, bias=False)   # gate
@@ -23,4 +36,4 @@ class FeedForward(nn.Module):
         self.w3 = nn.Linear(dim, hidden_dim, bias=False)   # up
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))     # W2 (SiLU(W1 x) * (W3 x))

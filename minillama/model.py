@@ -43,6 +43,22 @@ def check_token_ids(tokens: torch.Tensor, vocab_size: int, what: str = "token id
 
 
 class Block(nn.Module):
+    """
+    One pre-norm decoder block: attention then a feed-forward network, each residual.
+
+    Args:
+        cfg (LlamaConfig): Model configuration.
+        layer_id (int): Index of the block (0-based).
+
+    Attributes:
+        layer_id (int): As above.
+        attention_norm (RMSNorm): Normalises the attention input.
+        attention (Attention): Causal self-attention.
+        ffn_norm (RMSNorm): Normalises the feed-forward input.
+        is_moe (bool): Whether ``feed_forward`` is a mixture of experts (Llama 4).
+        feed_forward (FeedForward | MoE): Dense SwiGLU or mixture of experts.
+    """
+
     def __init__(self, cfg: LlamaConfig, layer_id: int):
         super().__init__()
         self.layer_id = layer_id
@@ -56,11 +72,28 @@ class Block(nn.Module):
             self.feed_forward = FeedForward(cfg.dim, cfg.ffn_dim)
 
     def forward(self, x, freqs_cis, start_pos=0, cache=None):
+        # h = x + Attention(RMSNorm(x));  out = h + FFN(RMSNorm(h))
         h = x + self.attention(self.attention_norm(x), freqs_cis, start_pos, cache)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
 class Llama(nn.Module):
+    """
+    The LLaMA decoder: token embeddings, ``n_layers`` blocks, a final norm, the head.
+
+    Args:
+        cfg (LlamaConfig): Model configuration.
+
+    Attributes:
+        cfg (LlamaConfig): As above.
+        tok_embeddings (nn.Embedding): Token embeddings, (vocab_size, dim).
+        layers (nn.ModuleList): The ``Block``s.
+        norm (RMSNorm): Final normalisation.
+        output (nn.Linear): Output head, dim -> vocab_size (shares the embedding
+            weight when ``cfg.tie_embeddings``).
+        freqs_cis (torch.Tensor): The RoPE table (``rope_table``); a plain attribute.
+    """
+
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
         self.cfg = cfg
@@ -71,11 +104,18 @@ class Llama(nn.Module):
         if cfg.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
         # A plain attribute, not a buffer: .to(bfloat16) must never touch complex numbers.
-        self.freqs_cis = precompute_freqs_cis(
-            cfg.head_dim, cfg.max_seq_len, cfg.rope_theta,
-            cfg.rope_scaling if cfg.rope_type == "llama3" else None)
+        self.freqs_cis = self.rope_table()
         if self.tok_embeddings.weight.device.type != "meta":
             self.init_weights()
+
+    def rope_table(self) -> torch.Tensor:
+        """The RoPE table e^{i p f_i} for p < max_seq_len (``rope.py``): complex (T, d/2).
+
+        Built on the current default device (a ``meta`` model gets a ``meta`` table, which
+        ``checkpoints.io.build_model`` replaces by calling this again on the CPU).
+        """
+        c = self.cfg
+        return precompute_freqs_cis(c.head_dim, c.max_seq_len, c.rope_theta, c.rope_scaling)
 
     @torch.no_grad()
     def init_weights(self, std: float = 0.02):

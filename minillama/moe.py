@@ -53,8 +53,8 @@ def route(logits: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]
     if logits.dim() != 2 or not 1 <= k <= logits.shape[-1]:
         raise ValueError(f"route needs logits of shape (tokens, experts) and 1 <= k <= experts, "
                          f"got shape {tuple(logits.shape)} and k={k}")
-    top, expert_index = torch.topk(logits, k, dim=-1)
-    return torch.sigmoid(top.float()).type_as(logits), expert_index
+    top, expert_index = torch.topk(logits, k, dim=-1)                  # S = top-k of l
+    return torch.sigmoid(top.float()).type_as(logits), expert_index    # s_e = sigmoid(l_e)
 
 
 def dispatch(x: torch.Tensor, scores: torch.Tensor, expert_index: torch.Tensor,
@@ -72,26 +72,38 @@ def dispatch(x: torch.Tensor, scores: torch.Tensor, expert_index: torch.Tensor,
     expert = expert_index.flatten()                            # (n k,) token-major
     one_hot = F.one_hot(expert, n_experts)                     # (n k, E)
     slot = (one_hot.cumsum(0) * one_hot).sum(-1) - 1           # place in its expert's queue
-    capacity = int(one_hot.sum(0).max()) if n else 0           # the longest queue
+    capacity = int(one_hot.sum(0).max()) if n else 0           # the longest queue C
 
-    inputs = repeat(x, "n d -> (n k) d", k=k) * rearrange(scores, "n k -> (n k) 1")
-    queues = x.new_zeros(n_experts, capacity, d).index_put((expert, slot), inputs)
+    inputs = repeat(x, "n d -> (n k) d", k=k) * rearrange(scores, "n k -> (n k) 1")  # s_e * x
+    queues = x.new_zeros(n_experts, capacity, d).index_put((expert, slot), inputs)  # (E, C, D)
     hidden = F.silu(einsum(queues, w1, "e c d, e d f -> e c f")) * einsum(
-        queues, w3, "e c d, e d f -> e c f")
-    outputs = einsum(hidden, w2, "e c f, e f d -> e c d")
-    return reduce(outputs[expert, slot], "(n k) d -> n d", "sum", k=k)
+        queues, w3, "e c d, e d f -> e c f")                   # SiLU(W1_e h) * (W3_e h)
+    outputs = einsum(hidden, w2, "e c f, e f d -> e c d")      # FFN_e(s_e * x)
+    return reduce(outputs[expert, slot], "(n k) d -> n d", "sum", k=k)  # sum over e in S
 
 
 def load_balancing_loss(logits: torch.Tensor, expert_index: torch.Tensor) -> torch.Tensor:
     """Switch Transformer's auxiliary loss E * sum_e f_e P_e (1 when perfectly balanced)."""
     n_experts = logits.shape[-1]
     f = torch.bincount(expert_index.flatten(), minlength=n_experts).float() / expert_index.numel()
-    p = torch.softmax(logits.float(), dim=-1).mean(0)
-    return n_experts * (f * p).sum()
+    p = torch.softmax(logits.float(), dim=-1).mean(0)                   # P_e
+    return n_experts * (f * p).sum()                                    # E * sum_e f_e P_e
 
 
 class Experts(nn.Module):
-    """E SwiGLU experts stored as batched weights (Meta's w1 gate, w3 up, w2 down)."""
+    """
+    E routed SwiGLU experts stored as batched weights (run by ``dispatch``).
+
+    Args:
+        n_experts (int): Number of experts E.
+        dim (int): Model width D.
+        hidden_dim (int): Width F of each expert.
+
+    Attributes:
+        w1 (nn.Parameter): Gate weights, (E, D, F).
+        w2 (nn.Parameter): Down weights, (E, F, D).
+        w3 (nn.Parameter): Up weights, (E, D, F).
+    """
 
     def __init__(self, n_experts: int, dim: int, hidden_dim: int):
         super().__init__()
@@ -103,26 +115,49 @@ class Experts(nn.Module):
 
 
 class MoE(nn.Module):
-    def __init__(self, dim: int, hidden_dim: int, n_experts: int, k: int = 1):
+    """
+    Llama 4's mixture of experts: a sigmoid top-k router, E routed experts, one shared.
+
+    Args:
+        dim (int): Model width D.
+        hidden_dim (int): Width F of every expert, shared or routed.
+        n_experts (int): Number of routed experts E.
+        k (int): Experts each token is sent to.
+        count_tokens (bool): Record ``tokens_per_expert`` at every forward (for plots).
+
+    Attributes:
+        router (nn.Linear): The router W_r, D -> E, no bias.
+        experts (Experts): The routed experts.
+        shared_expert (FeedForward): The expert every token goes through.
+        aux_loss (torch.Tensor | None): Load-balancing loss of the last training forward.
+        count_tokens (bool): As above; may be switched on after construction.
+        tokens_per_expert (torch.Tensor | None): (E,) assignments per expert in the last
+            forward, kept only while ``count_tokens`` is on.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int, n_experts: int, k: int = 1,
+                 count_tokens: bool = False):
         super().__init__()
         self.n_experts, self.k = n_experts, k
         self.router = nn.Linear(dim, n_experts, bias=False)               # W_r as (E, D)
         self.experts = Experts(n_experts, dim, hidden_dim)
         self.shared_expert = FeedForward(dim, hidden_dim)
         self.aux_loss: torch.Tensor | None = None          # set by every training forward
+        self.count_tokens = count_tokens
         self.tokens_per_expert: torch.Tensor | None = None  # (E,) counts, for plots
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
         tokens = rearrange(x, "b t d -> (b t) d")
-        logits = self.router(tokens)                                      # (n, E)
-        scores, expert_index = route(logits, self.k)
-        routed = dispatch(tokens, scores, expert_index,
+        logits = self.router(tokens)                                      # l = x W_r  (n, E)
+        scores, expert_index = route(logits, self.k)                      # s_e for e in S
+        routed = dispatch(tokens, scores, expert_index,                   # sum FFN_e(s_e * x)
                           self.experts.w1, self.experts.w2, self.experts.w3)
-        out = self.shared_expert(tokens) + routed
+        out = self.shared_expert(tokens) + routed                         # + FFN_shared(x)
         if self.training:
-            self.aux_loss = load_balancing_loss(logits, expert_index)
-        self.tokens_per_expert = torch.bincount(expert_index.flatten(),
-                                                minlength=self.n_experts).detach()
+            self.aux_loss = load_balancing_loss(logits, expert_index)     # E * sum_e f_e P_e
+        if self.count_tokens:
+            self.tokens_per_expert = torch.bincount(expert_index.flatten(),
+                                                    minlength=self.n_experts).detach()
         return rearrange(out, "(b t) d -> b t d", b=b)
 

@@ -22,13 +22,25 @@ def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 class RMSNorm(nn.Module):
+    """
+    Root-mean-square layer normalisation with a learned gain.
+
+    Args:
+        dim (int): Width of the normalised (last) dimension.
+        eps (float): Added to the mean square for numerical stability.
+
+    Attributes:
+        eps (float): As above.
+        weight (nn.Parameter): The gain g, initialised to ones.
+    """
+
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return rms_norm(x, self.eps) * self.weight
+        return rms_norm(x, self.eps) * self.weight         # x / sqrt(mean(x_i^2) + eps) * g
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"

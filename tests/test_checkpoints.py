@@ -74,7 +74,7 @@ def test_round_trip_is_exact(fmt, tied, tmp_path):
 
 
 def test_native_keeps_config_dtype_and_marker(tmp_path):
-    model = tiny(rope_type="llama3", rope_scaling=RopeScaling(4.0, 1.0, 4.0, 8),
+    model = tiny(rope_scaling=RopeScaling(4.0, 1.0, 4.0, 8),
                  rope_theta=5e5, norm_eps=1e-6, name="course").to(torch.bfloat16)
     minillama.save(model, tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["format"] == "minillama"
@@ -141,12 +141,12 @@ def test_meta_writes_an_explicit_hidden_dim_as_multiple_of(hidden_dim, tmp_path)
 
 
 def test_meta_rope_scaling(tmp_path):
-    meta_default = tiny(rope_type="llama3", rope_scaling=RopeScaling(8.0, 1.0, 4.0, 8192))
+    meta_default = tiny(rope_scaling=RopeScaling(8.0, 1.0, 4.0, 8192))
     minillama.save(meta_default, tmp_path / "a", format="meta")
     p = json.loads((tmp_path / "a" / "params.json").read_text())
     assert p["use_scaled_rope"] is True and "rope_scaling" not in p
     assert minillama.load(tmp_path / "a").cfg.rope_scaling == meta_default.cfg.rope_scaling
-    custom = tiny(rope_type="llama3", rope_scaling=RopeScaling(4.0, 1.0, 4.0, 8))
+    custom = tiny(rope_scaling=RopeScaling(4.0, 1.0, 4.0, 8))
     back = minillama.load(minillama.save(custom, tmp_path / "b", format="meta"))
     assert back.cfg.rope_scaling == custom.cfg.rope_scaling
     x = tokens(t=30)

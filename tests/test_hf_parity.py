@@ -32,7 +32,7 @@ CASES = {  # name: (n_kv_heads, tied, llama3 rope scaling)
 
 
 def our_config(kv, tied, llama3, **kw):
-    rope = dict(rope_type="llama3", rope_scaling=SCALING, rope_theta=500000.0) if llama3 else {}
+    rope = dict(rope_scaling=SCALING, rope_theta=500000.0) if llama3 else {}
     return LlamaConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=kv, vocab_size=128,
                        multiple_of=32, max_seq_len=64, tie_embeddings=tied, **rope, **kw)
 
@@ -96,7 +96,7 @@ def test_transformers_model_loads_into_ours(case, tmp_path):
     model = minillama.load(tmp_path)
     c = model.cfg
     assert (c.n_kv_heads, c.tie_embeddings, c.ffn_dim) == (kv, tied, 96)
-    assert c.rope_type == ("llama3" if llama3 else "default")
+    assert c.rope_scaling == (SCALING if llama3 else None)
     assert not model.training and model.output.weight.dtype == torch.float32
     assert max_diff(model, hf, tokens()) <= 1e-5
 
@@ -104,7 +104,7 @@ def test_transformers_model_loads_into_ours(case, tmp_path):
 def test_llama3_scaling_changes_the_logits_at_these_lengths():
     """Guards the llama3 cases above: with this setup the scaling is not a no-op."""
     model = randomise(minillama.Llama(our_config(2, False, True)))
-    plain = minillama.Llama(model.cfg.replace(rope_type="default", rope_scaling=None))
+    plain = minillama.Llama(model.cfg.replace(rope_scaling=None))
     plain.load_state_dict(model.state_dict())
     with torch.no_grad():
         assert (model(tokens()) - plain.eval()(tokens())).abs().max() > 1e-2
@@ -183,7 +183,7 @@ def test_transformers4_style_config_is_read(style, tmp_path):
     d["rope_scaling"][style] = d["rope_scaling"].pop("rope_type")
     (tmp_path / "config.json").write_text(json.dumps(d))
     back = minillama.load(tmp_path)
-    assert back.cfg.rope_type == "llama3" and back.cfg.rope_scaling == SCALING
+    assert back.cfg.rope_scaling == SCALING
     assert back.cfg.rope_theta == 500000.0
     with torch.no_grad():
         assert (back(tokens()) - model(tokens())).abs().max() <= 1e-5

@@ -27,19 +27,19 @@ CASES = {  # name: (our changes to BASE, HF changes to HF_BASE)
                                attn_temperature_tuning=False),
                           dict(num_experts_per_tok=2, tie_word_embeddings=True,
                                attn_temperature_tuning=False)),
-    "scout-like": (dict(moe_interleave=1, rope_type="llama3", rope_theta=500000.0,
+    "scout-like": (dict(interleave_moe_layer_step=1, rope_theta=500000.0,
                         rope_scaling=RopeScaling(4.0, 1.0, 1.0, 8)),
                    dict(interleave_moe_layer_step=1, rope_parameters={
                        "rope_type": "llama3", "rope_theta": 500000.0, "factor": 4.0,
                        "low_freq_factor": 1.0, "high_freq_factor": 1.0,
                        "original_max_position_embeddings": 8})),
-    "maverick-like": (dict(qk_norm=False, nope_interval=2), dict(use_qk_norm=False,
-                                                                 no_rope_layer_interval=2)),
+    "maverick-like": (dict(use_qk_norm=False, nope_layer_interval=2),
+                      dict(use_qk_norm=False, no_rope_layer_interval=2)),
 }
 BASE = dict(dim=64, n_layers=4, n_heads=4, n_kv_heads=2, vocab_size=VOCAB, hidden_dim=80,
-            expert_dim=32, n_experts=4, moe_interleave=2, nope_interval=4, attention_chunk=8,
-            qk_norm=True, attn_temperature_tuning=True, floor_scale=4.0, attn_scale=0.5,
-            max_seq_len=64)
+            expert_dim=32, n_experts=4, interleave_moe_layer_step=2, nope_layer_interval=4,
+            attention_chunk_size=8, use_qk_norm=True, attn_temperature_tuning=True,
+            floor_scale=4.0, attn_scale=0.5, max_seq_len=64)
 HF_BASE = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=32, intermediate_size_mlp=80,
                num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
                num_local_experts=4, num_experts_per_tok=1, interleave_moe_layer_step=2,
@@ -92,10 +92,11 @@ def test_published_layer_patterns():
     assert [i for i in range(48) if maverick.is_moe_layer(i)] == list(range(1, 48, 2))
     for c in (scout, maverick):
         assert [i for i in range(48) if not c.uses_rope(i)] == list(range(3, 48, 4))
-        assert (c.attention_chunk, c.moe_dim, c.ffn_dim, c.head_dim) == (8192, 8192, 16384, 128)
-    assert scout.qk_norm and not maverick.qk_norm
+        assert (c.attention_chunk_size, c.moe_dim, c.ffn_dim, c.head_dim) == (
+            8192, 8192, 16384, 128)
+    assert scout.use_qk_norm and not maverick.use_qk_norm
     assert scout.rope_scaling == RopeScaling(16.0, 1.0, 1.0, 8192)
-    assert maverick.rope_type == "default"
+    assert maverick.rope_scaling is None
 
 
 def test_dense_configs_have_no_llama4_switches():
@@ -111,12 +112,12 @@ def test_dense_configs_have_no_llama4_switches():
     (dict(n_experts=-1), "n_experts"),
     (dict(n_experts=4, n_experts_per_tok=5), "n_experts_per_tok"),
     (dict(n_experts_per_tok=0), "n_experts_per_tok"),
-    (dict(moe_interleave=0), "moe_interleave"),
+    (dict(interleave_moe_layer_step=0), "interleave_moe_layer_step"),
     (dict(expert_dim=0), "expert_dim"),
-    (dict(nope_interval=-4), "nope_interval"),
-    (dict(attention_chunk=0), "attention_chunk"),
-    (dict(attention_chunk=8.5), "attention_chunk"),
-    (dict(qk_norm=1), "qk_norm"),
+    (dict(nope_layer_interval=-4), "nope_layer_interval"),
+    (dict(attention_chunk_size=0), "attention_chunk_size"),
+    (dict(attention_chunk_size=8.5), "attention_chunk_size"),
+    (dict(use_qk_norm=1), "use_qk_norm"),
     (dict(attn_temperature_tuning="yes"), "attn_temperature_tuning"),
     (dict(floor_scale=0.0), "floor_scale"),
     (dict(attn_scale=-0.1), "attn_scale"),
@@ -125,6 +126,22 @@ def test_dense_configs_have_no_llama4_switches():
 def test_bad_llama4_config_names_the_field(changes, field):
     with pytest.raises(ValueError, match=field):
         config(**changes)
+
+
+@pytest.mark.parametrize("old, new", [("nope_interval", "nope_layer_interval"),
+                                      ("moe_interleave", "interleave_moe_layer_step"),
+                                      ("attention_chunk", "attention_chunk_size"),
+                                      ("qk_norm", "use_qk_norm")])
+def test_old_field_names_point_to_meta_names(old, new):
+    message = f"{old} was renamed {new} \\(Meta's name\\)"
+    with pytest.raises(TypeError, match=message):
+        LlamaConfig(**{old: 1})
+    with pytest.raises(TypeError, match=message):
+        config().replace(**{old: 1})
+    d = config().to_dict()
+    d[old] = d.pop(new)
+    with pytest.raises(ValueError, match=message):
+        LlamaConfig.from_dict(d)
 
 
 # ----------------------------------------------------------------------------- router
@@ -159,13 +176,14 @@ def naive_moe(layer: MoE, x):
 @pytest.mark.parametrize("n_experts, k", [(4, 1), (5, 2), (3, 3)])
 def test_moe_matches_the_equation_and_gradients(n_experts, k):
     torch.manual_seed(n_experts)
-    layer = MoE(16, 24, n_experts, k)
+    layer = MoE(16, 24, n_experts, k, count_tokens=True)
     randomise(layer).train()
     x = torch.randn(2, 7, 16, requires_grad=True)
     out = layer(x)
     ref = naive_moe(layer, x)
     torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
     assert int(layer.tokens_per_expert.sum()) == 14 * k          # every token went to k experts
+    assert MoE(16, 24, n_experts, k)(x).shape == x.shape and not MoE(16, 24, 4).count_tokens
     grads = torch.autograd.grad(out.square().sum(), [x, *layer.parameters()])
     refs = torch.autograd.grad(ref.square().sum(), [x, *layer.parameters()])
     for g, r in zip(grads, refs):
@@ -190,7 +208,7 @@ def test_dispatch_queues_uneven_loads():
 
 def test_shared_expert_alone_is_a_dense_swiglu():
     torch.manual_seed(0)
-    layer = randomise(MoE(16, 24, 4, 1))
+    layer = randomise(MoE(16, 24, 4, 1, count_tokens=True))
     dense = FeedForward(16, 24)
     dense.load_state_dict(layer.shared_expert.state_dict())
     x = torch.randn(2, 5, 16)
@@ -260,13 +278,13 @@ def test_sdpa_and_explicit_paths_agree():
         torch.testing.assert_close(model(x), fast, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("switch", ["attention_chunk", "attn_temperature_tuning", "qk_norm",
-                                    "nope_interval", "n_experts"])
+@pytest.mark.parametrize("switch", ["attention_chunk_size", "attn_temperature_tuning",
+                                    "use_qk_norm", "nope_layer_interval", "n_experts"])
 def test_every_switch_changes_the_logits(switch):
     """Controls for the parity tests: no switch is a no-op at these sizes."""
     model = randomise(Llama(config()))
-    off = {"attention_chunk": None, "attn_temperature_tuning": False, "qk_norm": False,
-           "nope_interval": 0, "n_experts": 0}[switch]
+    off = {"attention_chunk_size": None, "attn_temperature_tuning": False, "use_qk_norm": False,
+           "nope_layer_interval": 0, "n_experts": 0}[switch]
     other = Llama(model.cfg.replace(**{switch: off}))
     state = {k: v for k, v in model.state_dict().items() if k in other.state_dict()}
     other.load_state_dict(state, strict=switch != "n_experts")
@@ -292,9 +310,10 @@ def test_transformers_model_loads_into_ours(case, tmp_path):
     hf.save_pretrained(tmp_path)
     model = minillama.load(tmp_path)
     expected = config(**CASES[case][0])
-    for field in ("n_experts", "n_experts_per_tok", "moe_interleave", "expert_dim", "hidden_dim",
-                  "nope_interval", "attention_chunk", "qk_norm", "attn_temperature_tuning",
-                  "floor_scale", "attn_scale", "tie_embeddings", "rope_type", "rope_scaling"):
+    for field in ("n_experts", "n_experts_per_tok", "interleave_moe_layer_step", "expert_dim",
+                  "hidden_dim", "nope_layer_interval", "attention_chunk_size", "use_qk_norm",
+                  "attn_temperature_tuning", "floor_scale", "attn_scale", "tie_embeddings",
+                  "rope_scaling"):
         assert getattr(model.cfg, field) == getattr(expected, field), field
     assert max_diff(model, hf, tokens()) <= 1e-5
 
@@ -307,7 +326,7 @@ def test_llama4_multimodal_directory_loads_its_text_model(tmp_path):
         transformers.Llama4Config(text_config=HF_BASE, vision_config=vision))
     randomise(full).save_pretrained(tmp_path)
     model = minillama.load(tmp_path)
-    assert model.cfg.n_experts == 4 and model.cfg.nope_interval == 4
+    assert model.cfg.n_experts == 4 and model.cfg.nope_layer_interval == 4
     assert max_diff(model, full.language_model, tokens()) <= 1e-5
 
 

@@ -68,8 +68,6 @@ def test_kv_cache_bytes_per_token():
     (dict(dim=0), "dim"),
     (dict(n_layers=-1), "n_layers"),
     (dict(vocab_size=2.5), "vocab_size"),
-    (dict(rope_type="yarn"), "rope_type"),
-    (dict(rope_type="llama3"), "rope_scaling"),
     (dict(rope_layout="diagonal"), "rope_layout"),
     (dict(norm_eps=0.0), "norm_eps"),
     (dict(hidden_dim=-5), "hidden_dim"),
@@ -81,10 +79,22 @@ def test_bad_config_names_the_field(changes, field):
 
 
 def test_config_dict_round_trip_and_unknown_field():
-    c = tiny(rope_type="llama3", rope_scaling=RopeScaling(4.0, 1.0, 4.0, 16))
+    c = tiny(rope_scaling=RopeScaling(4.0, 1.0, 4.0, 16))
     assert LlamaConfig.from_dict(c.to_dict()) == c
     with pytest.raises(ValueError, match="n_expertz"):
         LlamaConfig.from_dict({**c.to_dict(), "n_expertz": 3})
+
+
+def test_rope_type_is_stated_by_rope_scaling_alone():
+    with pytest.raises(TypeError, match="rope_type was removed: pass rope_scaling"):
+        tiny(rope_type="llama3")
+    with pytest.raises(ValueError, match="rope_type was removed"):
+        LlamaConfig.from_dict({**tiny().to_dict(), "rope_type": "default"})
+    c = tiny(rope_scaling=RopeScaling(4.0, 1.0, 4.0, 16), max_seq_len=64)
+    model = Llama(c)
+    assert torch.equal(model.freqs_cis, precompute_freqs_cis(
+        c.head_dim, 64, c.rope_theta, c.rope_scaling))
+    assert torch.equal(model.rope_table(), model.freqs_cis)
 
 
 def test_unknown_model_name():

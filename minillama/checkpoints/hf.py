@@ -85,10 +85,9 @@ def permute_qk(state: dict, cfg: LlamaConfig, fn) -> dict:
 
 # ----------------------------------------------------------------------------- config
 def config_to_hf(cfg: LlamaConfig, dtype: torch.dtype) -> dict:
-    rope = {"rope_type": cfg.rope_type, "rope_theta": cfg.rope_theta}
+    rope = {"rope_type": "default", "rope_theta": cfg.rope_theta}
     scaling = None
-    if cfg.rope_type == "llama3":
-        s = cfg.rope_scaling
+    if (s := cfg.rope_scaling) is not None:             # HF calls this rope_type "llama3"
         scaling = {"rope_type": "llama3", "factor": s.factor, "low_freq_factor": s.low_freq_factor,
                    "high_freq_factor": s.high_freq_factor,
                    "original_max_position_embeddings": s.original_max_seq_len}
@@ -120,7 +119,7 @@ def _rope_from_hf(d: dict) -> dict:
     if missing:
         raise ValueError(f"config.json: llama3 rope settings lack {missing}")
     orig = rope.get("original_max_position_embeddings", d.get("max_position_embeddings"))
-    return {"rope_theta": theta, "rope_type": "llama3", "rope_scaling": RopeScaling(
+    return {"rope_theta": theta, "rope_scaling": RopeScaling(
         rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"], orig)}
 
 

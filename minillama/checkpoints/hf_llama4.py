@@ -83,8 +83,8 @@ _HF_EXPERTS = re.compile(r"model\.layers\.(\d+)\.feed_forward\.experts\.(gate_up
 
 def is_llama4(cfg: LlamaConfig) -> bool:
     """Does ``cfg`` use anything only the Llama 4 layout can hold?"""
-    return bool(cfg.n_experts or cfg.nope_interval or cfg.attention_chunk or cfg.qk_norm
-                or cfg.attn_temperature_tuning)
+    return bool(cfg.n_experts or cfg.nope_layer_interval or cfg.attention_chunk_size
+                or cfg.use_qk_norm or cfg.attn_temperature_tuning)
 
 
 # ----------------------------------------------------------------------------- tensors
@@ -142,15 +142,15 @@ def config_to_hf4(cfg: LlamaConfig, dtype: torch.dtype) -> dict:
         architectures=["Llama4ForCausalLM"], model_type="llama4_text",
         intermediate_size=cfg.moe_dim, intermediate_size_mlp=cfg.ffn_dim,
         num_local_experts=cfg.n_experts, num_experts_per_tok=cfg.n_experts_per_tok,
-        interleave_moe_layer_step=cfg.moe_interleave,
+        interleave_moe_layer_step=cfg.interleave_moe_layer_step,
         moe_layers=[i for i in range(L) if cfg.is_moe_layer(i)],
         no_rope_layers=[int(cfg.uses_rope(i)) for i in range(L)],
-        attention_chunk_size=cfg.attention_chunk, use_qk_norm=cfg.qk_norm,
+        attention_chunk_size=cfg.attention_chunk_size, use_qk_norm=cfg.use_qk_norm,
         attn_temperature_tuning=cfg.attn_temperature_tuning, attn_scale=cfg.attn_scale,
         floor_scale=int(cfg.floor_scale) if float(cfg.floor_scale).is_integer()
         else cfg.floor_scale)
-    if cfg.nope_interval:                   # transformers divides by it: never write 0
-        d["no_rope_layer_interval"] = cfg.nope_interval
+    if cfg.nope_layer_interval:             # transformers divides by it: never write 0
+        d["no_rope_layer_interval"] = cfg.nope_layer_interval
     return d
 
 
@@ -193,10 +193,10 @@ def config_from_hf4(d: dict, tied: bool) -> LlamaConfig:
         vocab_size=d["vocab_size"], hidden_dim=d["intermediate_size_mlp"],
         expert_dim=d["intermediate_size"], norm_eps=d["rms_norm_eps"],
         max_seq_len=d["max_position_embeddings"], tie_embeddings=tied,
-        n_experts=d["num_local_experts"] if moe else 0, moe_interleave=moe or 1,
+        n_experts=d["num_local_experts"] if moe else 0, interleave_moe_layer_step=moe or 1,
         n_experts_per_tok=d["num_experts_per_tok"],
-        nope_interval=_every([not f for f in rope_flags[:L]], "no_rope_layers"),
-        attention_chunk=d["attention_chunk_size"], qk_norm=bool(d["use_qk_norm"]),
+        nope_layer_interval=_every([not f for f in rope_flags[:L]], "no_rope_layers"),
+        attention_chunk_size=d["attention_chunk_size"], use_qk_norm=bool(d["use_qk_norm"]),
         attn_temperature_tuning=bool(d["attn_temperature_tuning"]),
         floor_scale=float(d["floor_scale"]), attn_scale=float(d["attn_scale"]),
         **_rope_from_hf(d))

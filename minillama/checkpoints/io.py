@@ -32,7 +32,6 @@ from safetensors.torch import load_file, save_file
 
 from ..config import LlamaConfig
 from ..model import Llama
-from ..rope import precompute_freqs_cis
 
 # Files that belong to a checkpoint; re-saving into a directory drops stale ones.
 CHECKPOINT_FILES = ("config.json", "params.json", "model*.safetensors",
@@ -293,7 +292,5 @@ def build_model(cfg: LlamaConfig, state: dict, dtype=torch.float32) -> Llama:
     model.load_state_dict(state, assign=True)
     if cfg.tie_embeddings:
         model.output.weight = model.tok_embeddings.weight
-    model.freqs_cis = precompute_freqs_cis(
-        cfg.head_dim, cfg.max_seq_len, cfg.rope_theta,
-        cfg.rope_scaling if cfg.rope_type == "llama3" else None)
+    model.freqs_cis = model.rope_table()
     return model.eval()

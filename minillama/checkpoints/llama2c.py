@@ -32,14 +32,13 @@ import torch
 
 from ..config import LlamaConfig
 from ..model import Llama
-from ..rope import precompute_freqs_cis
 from .hf import hf_to_meta_permute, permute_qk
 from .io import atomic_file, build_model, expected_shapes, model_state
 
 HEADER = struct.Struct("<7i")
 PER_LAYER = ("attention_norm", "attention.wq", "attention.wk", "attention.wv", "attention.wo",
              "ffn_norm", "feed_forward.w1", "feed_forward.w2", "feed_forward.w3")
-FIXED = {"rope_theta": 10000.0, "rope_type": "default", "norm_eps": 1e-5}
+FIXED = {"rope_theta": 10000.0, "rope_scaling": None, "norm_eps": 1e-5}
 
 
 def _layout(cfg: LlamaConfig) -> list[tuple[str, tuple]]:
@@ -66,11 +65,11 @@ def save_llama2c(model: Llama, path) -> Path:
     wrong = [f"{k}={getattr(cfg, k)!r}" for k, v in FIXED.items() if getattr(cfg, k) != v]
     if wrong:
         raise ValueError(f"the llama2.c format cannot record {', '.join(wrong)}; it always "
-                         f"means rope_theta=10000, rope_type='default', norm_eps=1e-5")
+                         f"means rope_theta=10000, rope_scaling=None, norm_eps=1e-5")
     state = model_state(model)
     if cfg.rope_layout == "half":             # llama2.c pairs RoPE dims the interleaved way
         state = permute_qk(state, cfg, hf_to_meta_permute)
-    freqs = precompute_freqs_cis(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+    freqs = model.rope_table()
     state["freq_cis_real"], state["freq_cis_imag"] = freqs.real, freqs.imag
     vocab = cfg.vocab_size if cfg.tie_embeddings else -cfg.vocab_size
     with atomic_file(path) as tmp, open(tmp, "wb") as f:

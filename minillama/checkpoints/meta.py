@@ -70,8 +70,8 @@ def params_json(cfg: LlamaConfig) -> dict:
               "n_kv_heads": cfg.n_kv_heads, "vocab_size": cfg.vocab_size,
               "multiple_of": multiple_of, "ffn_dim_multiplier": mult,
               "norm_eps": cfg.norm_eps, "rope_theta": cfg.rope_theta,
-              "use_scaled_rope": cfg.rope_type == "llama3"}
-    if cfg.rope_type == "llama3" and cfg.rope_scaling != META_SCALING:
+              "use_scaled_rope": cfg.rope_scaling is not None}
+    if cfg.rope_scaling is not None and cfg.rope_scaling != META_SCALING:
         params["rope_scaling"] = vars(cfg.rope_scaling)    # our addition; Meta's are fixed
     return params
 
@@ -87,7 +87,7 @@ def config_from_params(p: dict, vocab_size: int, max_seq_len: int, tied: bool) -
         n_kv_heads=p.get("n_kv_heads") or p["n_heads"], vocab_size=vocab_size,
         multiple_of=p.get("multiple_of", 256), ffn_dim_multiplier=p.get("ffn_dim_multiplier"),
         norm_eps=p.get("norm_eps", 1e-5), rope_theta=p.get("rope_theta", 10000.0),
-        rope_type="llama3" if scaled else "default", rope_scaling=scaling if scaled else None,
+        rope_scaling=scaling if scaled else None,
         max_seq_len=max_seq_len, tie_embeddings=tied)
 
 

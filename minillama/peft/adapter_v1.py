@@ -73,7 +73,8 @@ class PromptAttention(nn.Module):
         """The prompt vectors as a batch: (1, K, D) here; V2's visual prompts vary by batch."""
         return self.prompt[None]
 
-    def forward(self, attn, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    def forward(self, attn, x: torch.Tensor, q: torch.Tensor, start_pos: int = 0,
+                cache=None) -> torch.Tensor:
         p = self.prompt_tokens().to(x.dtype)
         k = rearrange(attn.wk(p), "b k (h d) -> b h k d", h=attn.n_kv_heads)   # no RoPE
         v = rearrange(attn.wv(p), "b k (h d) -> b h k d", h=attn.n_kv_heads)

@@ -50,9 +50,9 @@ FORMAT = "minillama-adapter"
 FILES = {"minillama": ("adapter.json", "adapter.safetensors"),
          "peft": ("adapter_config.json", "adapter_model.safetensors")}
 CONFIG_FIELDS = ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "ffn_dim",
-                 "norm_eps", "rope_theta", "rope_type", "rope_scaling", "rope_layout",
-                 "tie_embeddings", "n_experts", "expert_dim", "moe_interleave",
-                 "nope_interval", "attention_chunk", "qk_norm")
+                 "norm_eps", "rope_theta", "rope_scaling", "rope_layout",
+                 "tie_embeddings", "n_experts", "expert_dim", "interleave_moe_layer_step",
+                 "nope_layer_interval", "attention_chunk_size", "use_qk_norm")
 HF_PROJ = {"wq": "q_proj", "wk": "k_proj", "wv": "v_proj", "wo": "o_proj",
            "w1": "gate_proj", "w2": "down_proj", "w3": "up_proj"}      # checkpoints/hf.py
 

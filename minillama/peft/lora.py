@@ -87,7 +87,8 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged or not self.enabled:   # merged: the update lives in base.weight
-            return self.base(x)
+            return self.base(x)                                         # h = W0 x
+        # h = W0 x + s * B A dropout(x)   (A x first: r-wide, never a d_out x d_in matrix)
         return self.base(x) + self.scale * F.linear(F.linear(self.dropout(x), self.lora_A),
                                                     self.lora_B)
 
