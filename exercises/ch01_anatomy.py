@@ -5,14 +5,14 @@
 # Exercise: replace every `raise NotImplementedError("exercise: ...")` below with your
 # own code (the docstring above it states the task), then grade your work:
 #
-#     python -m pytest tests/test_exercises*.py --impl=exercises -k ch01
+#     python -m pytest tests/test_exercises_ch01.py --impl=exercises
 #
 # To keep this folder pristine, copy it (e.g. to my_exercises/) and grade that copy
 # with --impl=my_exercises instead.
 """Chapter 1 exercises: the pieces of one LLaMA block, written by hand.
 
 Each function below has a twin in the library (``minillama.norm``, ``minillama.rope``,
-``minillama.attention``); the grader ``tests/test_exercises.py`` feeds both the same
+``minillama.attention``); the grader ``tests/test_exercises_ch01.py`` feeds both the same
 random inputs and compares the outputs. Shapes follow the library: queries and keys
 are (batch, heads, time, head_dim), written ``(b, h, t, d)``.
 """

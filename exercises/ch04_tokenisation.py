@@ -5,7 +5,7 @@
 # Exercise: replace every `raise NotImplementedError("exercise: ...")` below with your
 # own code (the docstring above it states the task), then grade your work:
 #
-#     python -m pytest tests/test_exercises*.py --impl=exercises -k ch04
+#     python -m pytest tests/test_exercises_ch04.py --impl=exercises
 #
 # To keep this folder pristine, copy it (e.g. to my_exercises/) and grade that copy
 # with --impl=my_exercises instead.
@@ -14,7 +14,7 @@
 BPE training (Sennrich, Haddow & Birch, arXiv 1508.07909) repeats two steps until the
 vocabulary is full: find the most frequent adjacent pair of symbols, then merge it
 everywhere into a new symbol. ``minillama.tokenizer.Tokenizer.train`` does both; the
-grader ``tests/test_exercises.py`` checks your functions against it, and checks that
+grader ``tests/test_exercises_ch04.py`` checks your functions against it, and checks that
 the two together learn exactly the library's merges on the same text.
 
 Symbols are token ids (ints). A "word" is one pre-split chunk of text spelled in ids,

@@ -5,7 +5,7 @@
 # Exercise: replace every `raise NotImplementedError("exercise: ...")` below with your
 # own code (the docstring above it states the task), then grade your work:
 #
-#     python -m pytest tests/test_exercises*.py --impl=exercises -k ch05
+#     python -m pytest tests/test_exercises_ch05.py --impl=exercises
 #
 # To keep this folder pristine, copy it (e.g. to my_exercises/) and grade that copy
 # with --impl=my_exercises instead.
@@ -15,7 +15,7 @@ LLaMA (arXiv 2302.13971, section 2.2) trains with AdamW, a learning rate that wa
 up and then follows a cosine, and gradient clipping at 1.0; the course samples text
 with nucleus (top-p) sampling (Holtzman et al., arXiv 1904.09751). Each function below
 has a twin in the library (``minillama.train.lr_at``, ``minillama.generate.filter_top_p``
-and the inner loop of ``minillama.train.train``); the grader ``tests/test_exercises.py``
+and the inner loop of ``minillama.train.train``); the grader ``tests/test_exercises_ch05.py``
 compares them on the same inputs.
 """
 

@@ -5,7 +5,7 @@
 # Exercise: replace every `raise NotImplementedError("exercise: ...")` below with your
 # own code (the docstring above it states the task), then grade your work:
 #
-#     python -m pytest tests/test_exercises*.py --impl=exercises -k ch15
+#     python -m pytest tests/test_exercises_ch15.py --impl=exercises
 #
 # To keep this folder pristine, copy it (e.g. to my_exercises/) and grade that copy
 # with --impl=my_exercises instead.

@@ -1,7 +1,7 @@
 """Chapter 1 exercises: the pieces of one LLaMA block, written by hand.
 
 Each function below has a twin in the library (``minillama.norm``, ``minillama.rope``,
-``minillama.attention``); the grader ``tests/test_exercises.py`` feeds both the same
+``minillama.attention``); the grader ``tests/test_exercises_ch01.py`` feeds both the same
 random inputs and compares the outputs. Shapes follow the library: queries and keys
 are (batch, heads, time, head_dim), written ``(b, h, t, d)``.
 """

@@ -3,7 +3,7 @@
 BPE training (Sennrich, Haddow & Birch, arXiv 1508.07909) repeats two steps until the
 vocabulary is full: find the most frequent adjacent pair of symbols, then merge it
 everywhere into a new symbol. ``minillama.tokenizer.Tokenizer.train`` does both; the
-grader ``tests/test_exercises.py`` checks your functions against it, and checks that
+grader ``tests/test_exercises_ch04.py`` checks your functions against it, and checks that
 the two together learn exactly the library's merges on the same text.
 
 Symbols are token ids (ints). A "word" is one pre-split chunk of text spelled in ids,

@@ -4,7 +4,7 @@ LLaMA (arXiv 2302.13971, section 2.2) trains with AdamW, a learning rate that wa
 up and then follows a cosine, and gradient clipping at 1.0; the course samples text
 with nucleus (top-p) sampling (Holtzman et al., arXiv 1904.09751). Each function below
 has a twin in the library (``minillama.train.lr_at``, ``minillama.generate.filter_top_p``
-and the inner loop of ``minillama.train.train``); the grader ``tests/test_exercises.py``
+and the inner loop of ``minillama.train.train``); the grader ``tests/test_exercises_ch05.py``
 compares them on the same inputs.
 """
 

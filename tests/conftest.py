@@ -1,10 +1,15 @@
 """Shared test options.
 
-``--impl`` picks whose exercise code the graders in ``test_exercises.py`` check:
+``--impl`` picks whose exercise code the graders in ``test_exercises_chNN.py`` check:
 ``solutions`` (the default: the reference answers), ``exercises`` (the generated stubs,
 or a student's work done in place) or any other folder holding files of the same names
 (a student's copy of ``exercises/``). A relative folder is taken from the repository
 root, then from the current directory.
+
+To grade a new chapter, put its answers in ``solutions/chNN_<name>.py`` between
+``# BEGIN SOLUTION`` / ``# END SOLUTION`` markers, run ``make exercises``, and write
+``tests/test_exercises_chNN.py`` whose ``test_chNN_...`` functions load it with
+``impl("chNN_<name>")``; ``minillama.course.grade("chNN")`` runs that file.
 """
 
 import importlib.util

@@ -1,6 +1,6 @@
 """Graders for chapter 11 (NF4 from scratch): nibble packing and the blockwise code search.
 
-    python -m pytest tests/test_exercises_ch11.py --impl=exercises -k ch11
+    python -m pytest tests/test_exercises_ch11.py --impl=exercises
 
 Every answer is compared with ``minillama.quant.nf4``, which is bit-exact with
 bitsandbytes: codes and bytes exactly, absmax to the bit (apart from bitsandbytes' 1e-38

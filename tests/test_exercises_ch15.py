@@ -1,6 +1,6 @@
 """Graders for chapter 15 (instruction tuning): response masking and the response loss.
 
-    python -m pytest tests/test_exercises_ch15.py --impl=exercises -k ch15
+    python -m pytest tests/test_exercises_ch15.py --impl=exercises
 """
 
 import math

@@ -1,6 +1,6 @@
 """Graders for chapter 16 (preference tuning with DPO): the DPO loss.
 
-    python -m pytest tests/test_exercises_ch16.py --impl=exercises -k ch16
+    python -m pytest tests/test_exercises_ch16.py --impl=exercises
 """
 
 import math

@@ -1,6 +1,6 @@
 """Graders for chapter 17 (chain of thought and self-consistency): the majority vote.
 
-    python -m pytest tests/test_exercises_ch17.py --impl=exercises -k ch17
+    python -m pytest tests/test_exercises_ch17.py --impl=exercises
 """
 
 import random

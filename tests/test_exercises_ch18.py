@@ -1,6 +1,6 @@
 """Graders for chapter 18 (searching over thoughts): one breadth-first step of ToT.
 
-    python -m pytest tests/test_exercises_ch18.py --impl=exercises -k ch18
+    python -m pytest tests/test_exercises_ch18.py --impl=exercises
 """
 
 import random

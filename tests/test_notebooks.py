@@ -1,10 +1,16 @@
-"""The notebook tools: py2nb (authoring) and run_course (headless runs of the chapters).
+"""The chapter notebooks' paired scripts, and run_course (headless runs of the chapters).
+
+Every ``notebooks/chNN_<name>.ipynb`` is paired (jupytext, ``notebooks/jupytext.toml``)
+with the percent-format script ``notebooks/chNN_<name>.py`` that people edit and review;
+the .ipynb keeps the executed outputs. The check below fails when a script is not
+exactly what jupytext writes from its notebook.
 
 The notebooks themselves are tested by nbval in `make test`
 (``pytest --nbval-lax --nbval-current-env notebooks``); here a few tiny notebooks made
-on the spot check the tools. Tests that start a kernel take a few seconds each.
+on the spot check run_course. Tests that start a kernel take a few seconds each.
 """
 
+import difflib
 import importlib.util
 import json
 import sys
@@ -18,79 +24,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def load(name: str):
-    sys.path.insert(0, str(ROOT / "scripts"))       # py2nb imports run_course
-    try:
-        spec = importlib.util.spec_from_file_location(f"_{name}_under_test",
-                                                      ROOT / "scripts" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
+    spec = importlib.util.spec_from_file_location(f"_{name}_under_test",
+                                                  ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     return module
 
 
-py2nb, run_course = load("py2nb"), load("run_course")
-
-SCRIPT = '''\
-"""Lines before the first marker form a code cell."""
-
-# %% [markdown]
-# # A chapter
-#
-# Some *text*.
-
-# %% Setup: this title is dropped
-import os
-print(os.path.basename(os.getcwd()))
-
-# %%
-
-
-# %%
-answer = 6 * 7
-answer
-'''
-
-
-def test_script_becomes_cells_in_order():
-    nb = py2nb.script_to_notebook(SCRIPT)
-    kinds = [(c.cell_type, c.source) for c in nb.cells]
-    assert kinds == [
-        ("code", '"""Lines before the first marker form a code cell."""'),
-        ("markdown", "# A chapter\n\nSome *text*."),
-        ("code", "import os\nprint(os.path.basename(os.getcwd()))"),
-        ("code", "answer = 6 * 7\nanswer"),                 # the empty cell is dropped
-    ]
-    assert [c.id for c in nb.cells] == ["cell-0", "cell-1", "cell-2", "cell-3"]
-    assert nb.metadata.kernelspec.name == "python3" and nb.nbformat == 4
-    nbformat.validate(nb)
-    assert py2nb.script_to_notebook(SCRIPT) == nb             # same script, same notebook
-
-
-@pytest.mark.parametrize("script, message", [
-    ("# %% [markdown]\n# fine\nnot a comment\n", ":3: a markdown cell"),
-    ("# %% [raw]\nx\n", "unknown cell type"),
-    ("\n\n# %%\n\n", "no cells"),
-])
-def test_bad_scripts_are_refused(script, message):
-    with pytest.raises(ValueError, match=message):
-        py2nb.script_to_notebook(script, "chapter.py")
-
-
-@pytest.mark.slow
-def test_py2nb_execute_stores_outputs_run_in_the_output_folder(tmp_path, capsys):
-    src, out = tmp_path / "chapter.py", tmp_path / "built" / "chapter.ipynb"
-    src.write_text(SCRIPT)
-    assert py2nb.main([str(src), str(out), "--execute"]) == 0
-    cells = nbformat.read(out, as_version=4).cells
-    assert cells[2].outputs[0]["text"] == "built\n"           # cwd = the output's folder
-    assert cells[3].outputs[0]["data"]["text/plain"] == "42"
-
-    bad = tmp_path / "bad.py"
-    bad.write_text("# %%\nraise KeyError('no such chapter')\n")
-    assert py2nb.main([str(bad), str(tmp_path / "bad.ipynb"), "--execute"]) == 1
-    assert "KeyError" in capsys.readouterr().err
-    assert not (tmp_path / "bad.ipynb").exists()
+run_course = load("run_course")
 
 
 def write_notebook(path: Path, *sources: str) -> None:
@@ -136,10 +77,45 @@ def test_run_course_stops_a_notebook_that_runs_too_long(tmp_path, capsys):
     assert "FAILED (timed out after 4 s)" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("chapter", sorted(p.name for p in (ROOT / "notebooks").glob("ch*.ipynb")))
-def test_nb2py_round_trips_every_chapter(chapter):
-    nb2py = load("nb2py")
-    nb = nbformat.read(ROOT / "notebooks" / chapter, as_version=4)
-    again = py2nb.script_to_notebook(nb2py.notebook_to_script(nb))
-    assert [(c.cell_type, c.source) for c in again.cells] == \
-        [(c.cell_type, c.source) for c in nb.cells]
+NOTEBOOKS = ROOT / "notebooks"
+CHAPTERS = sorted(NOTEBOOKS.glob("ch*.ipynb"))
+
+
+def test_every_chapter_has_its_script_and_every_script_its_notebook():
+    assert CHAPTERS, "no notebooks/ch*.ipynb"
+    scripts = {p.stem for p in NOTEBOOKS.glob("ch*.py")}
+    books = {p.stem for p in CHAPTERS}
+    assert not books - scripts, (
+        f"chapters without their paired script: {sorted(books - scripts)}; create it with "
+        "`jupytext --sync notebooks/<chapter>.ipynb`")
+    assert not scripts - books, (
+        f"scripts without a notebook: {sorted(scripts - books)}; create it with "
+        "`jupytext --sync notebooks/<chapter>.py`, then execute it")
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_script_is_in_sync_with_its_notebook(notebook):
+    try:                    # a dev dependency: without it the check must fail, not skip
+        import jupytext
+        from jupytext.config import load_jupytext_config
+    except ImportError:
+        pytest.fail("jupytext is not installed: pip install -e '.[dev]'", pytrace=False)
+
+    config = load_jupytext_config(str(notebook))
+    assert config is not None and "py:percent" in str(config.formats), \
+        "notebooks/jupytext.toml should pair the chapters as ipynb,py:percent"
+    script = notebook.with_suffix(".py")
+    if not script.is_file():
+        pytest.fail(f"{script.relative_to(ROOT)} is missing: run "
+                    f"`jupytext --sync notebooks/{notebook.name}`")
+    want = jupytext.writes(jupytext.read(notebook), fmt="py:percent", config=config)
+    got = script.read_text(encoding="utf-8")
+    if got != want:
+        diff = "".join(list(difflib.unified_diff(
+            want.splitlines(keepends=True), got.splitlines(keepends=True),
+            f"from {notebook.name}", script.name))[:40])
+        pytest.fail(f"notebooks/{script.name} and notebooks/{notebook.name} differ. Run\n"
+                    f"    jupytext --sync notebooks/{notebook.name}\n"
+                    "which rewrites the older of the two from the newer (after editing the "
+                    ".py, the .ipynb keeps its outputs; re-execute it, then commit both).\n"
+                    + diff, pytrace=False)
