@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass, replace
 from .config import LlamaConfig
 from .model import Llama
 from .reference import load_reference
-from .tasks import (  # noqa: F401  (the chapters import heldout_problems .. task_text here)
+from .tasks import (
     ADDITION_FORMS,
     MIXED_FAMILIES,
     Addition,
@@ -56,10 +56,6 @@ from .tasks import (  # noqa: F401  (the chapters import heldout_problems .. tas
     Sort,
     Stories,
     Task,
-    heldout_problems,
-    stories_data,
-    task_prompt,
-    task_text,
 )
 from .train import TrainConfig
 

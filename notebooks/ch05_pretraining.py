@@ -26,8 +26,9 @@ import torch
 from minillama import Llama, course
 from minillama.data import corpus_stats, generate_stories
 from minillama.plots import loss_curves, read_metrics
-from minillama.recipes import get_recipe, stories_data
+from minillama.recipes import get_recipe
 from minillama.reference import REFERENCE_DIR, load_reference
+from minillama.tasks import stories_data
 from minillama.train import TrainConfig, evaluate, lr_at, train
 
 PROFILE, DEVICE = course.setup()

@@ -38,7 +38,7 @@ from minillama import (
 from minillama.attention import attention_temperature, causal_mask
 from minillama.config import PUBLISHED_MOE
 from minillama.moe import dispatch, load_balancing_loss, route
-from minillama.recipes import stories_data
+from minillama.tasks import stories_data
 from minillama.train import TrainConfig, train
 
 PROFILE, DEVICE = course.setup()
@@ -207,7 +207,7 @@ for name in PUBLISHED_MOE + ["llama3.1-405b"]:
     c = CONFIGS[name]
     per_token = kv_cache_bytes_per_token(name)
     nope = sum(not c.uses_rope(i) for i in range(c.n_layers))
-    window = min(10**7, c.attention_chunk or 10**7)      # positions a RoPE layer must keep
+    window = min(10**7, c.attention_chunk_size or 10**7)  # positions a RoPE layer must keep
     kept = per_token // c.n_layers * (nope * 10**7 + (c.n_layers - nope) * window)
     print(f"{name:16s} {per_token / 1024:6.0f} KiB {per_token * 10**6 / 2**30:12.0f} GiB "
           f"{per_token * 10**7 / 2**30:6.0f} GiB {kept / 2**30:14.0f} GiB")
@@ -262,6 +262,7 @@ def run(cfg):
     loads = []
     for layer in model.layers:
         if layer.is_moe:
+            layer.feed_forward.count_tokens = True       # keep tokens_per_expert
             layer.feed_forward.register_forward_hook(
                 lambda m, i, o: loads.append(m.tokens_per_expert.cpu()) if m.training else None)
     t0 = time.perf_counter()

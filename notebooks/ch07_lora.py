@@ -51,8 +51,8 @@ from minillama import peft as P
 from minillama.data import format_prompt, instruction_data
 from minillama.finetune import finetune, generate_answers, greedy_score
 from minillama.peft.lora import TARGETS, LoRALinear, lora_scale
-from minillama.recipes import MIXED_FAMILIES, task_prompt, task_text
 from minillama.reference import load_reference
+from minillama.tasks import MIXED_FAMILIES, task_prompt, task_text
 
 PROFILE, DEVICE = course.setup()
 BASE = "mixed"

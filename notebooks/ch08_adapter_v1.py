@@ -42,8 +42,8 @@ from minillama import peft as P
 from minillama.data import format_prompt, generate_stories, instruction_data
 from minillama.finetune import finetune, generate_answers, greedy_score, sft_loss
 from minillama.peft.adapter_v1 import PromptAttention, gated_prompt_attention, top_layers
-from minillama.recipes import MIXED_FAMILIES, task_prompt
 from minillama.reference import load_reference
+from minillama.tasks import MIXED_FAMILIES, task_prompt
 from minillama.train import TrainConfig, evaluate
 
 PROFILE, DEVICE = course.setup()

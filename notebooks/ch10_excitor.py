@@ -54,9 +54,9 @@ from minillama.attention import attend_explicit, causal_mask, repeat_kv
 from minillama.data import caption_accuracy, format_prompt, instruction_data, toy_images
 from minillama.finetune import finetune, generate_answers, greedy_score, sft_loss
 from minillama.peft.excitor import reconstructed_keys
-from minillama.recipes import MIXED_FAMILIES, task_prompt
 from minillama.reference import load_reference
 from minillama.rope import apply_rotary_emb
+from minillama.tasks import MIXED_FAMILIES, task_prompt
 
 PROFILE, DEVICE = course.setup()
 BASE = "mixed"

@@ -49,8 +49,8 @@ from minillama.data import format_prompt, instruction_data
 from minillama.finetune import finetune, generate_answers, greedy_score, sft_batch, sft_tokens
 from minillama.peft.lora import TARGETS, LoRALinear
 from minillama.quant import Linear4bit, dequantize, quantize, storage_bits
-from minillama.recipes import MIXED_FAMILIES
 from minillama.reference import load_reference
+from minillama.tasks import MIXED_FAMILIES
 
 PROFILE, DEVICE = course.setup()
 BASE = "mixed"

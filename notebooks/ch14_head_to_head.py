@@ -43,8 +43,8 @@ from minillama import peft as P
 from minillama.data import generate_stories, instruction_data
 from minillama.finetune import finetune, greedy_score, sft_batch, sft_loss, sft_tokens
 from minillama.peft.lora import TARGETS
-from minillama.recipes import MIXED_FAMILIES
 from minillama.reference import load_reference
+from minillama.tasks import MIXED_FAMILIES
 from minillama.train import TrainConfig, evaluate, make_optimizer
 
 PROFILE, DEVICE = course.setup()

@@ -36,7 +36,7 @@
 # | the template `format_prompt`, `instruction_data`, `heldout_split` | `data/instructions.py` |
 # | `sft_tokens` (mask, EOS), `sft_batch`, `finetune`, `greedy_score` | `finetune.py` |
 # | LoRA: `P.apply(model, "lora", ...)` | `peft/` |
-# | the `mixed` base, `MIXED_FAMILIES`, the plain form `task_prompt` | `recipes.py` |
+# | the `mixed` base, `MIXED_FAMILIES`, the plain form `task_prompt` | `recipes.py`, `tasks.py` |
 # | loading it: `load_reference` | `reference.py` |
 # | the stories loss for forgetting: `evaluate` | `train.py` |
 #
@@ -70,8 +70,8 @@ from minillama.finetune import (
     sft_tokens,
 )
 from minillama.peft.lora import TARGETS
-from minillama.recipes import MIXED_FAMILIES, task_prompt, task_text
 from minillama.reference import load_reference
+from minillama.tasks import MIXED_FAMILIES, task_prompt, task_text
 from minillama.train import TrainConfig, evaluate
 
 PROFILE, DEVICE = course.setup()

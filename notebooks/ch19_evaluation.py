@@ -50,8 +50,8 @@
 # | `option_logprobs`, `predict_option`, `multiple_choice_accuracy` | `metrics.py` |
 # | `auroc`, `cider_d` | `metrics.py` |
 # | `extract_answer` (the `####` convention) | `data/arithmetic.py` |
-# | the references; `heldout_problems`, `task_prompt` | `reference.py`, `recipes.py` |
-# | summed response log-probabilities `sequence_logprobs` | `dpo.py` |
+# | the references; `heldout_problems`, `task_prompt` | `reference.py`, `tasks.py` |
+# | summed response log-probabilities `sequence_logprobs` | `finetune.py` |
 # | `preference_pairs` (right and plausibly wrong answers) | `data/preferences.py` |
 # | `toy_images` and their captions | `data/vision.py` |
 #
@@ -73,7 +73,7 @@ import torch
 from minillama import course
 from minillama.data import caption_accuracy, preference_pairs, toy_images
 from minillama.data.vision import COLOURS, POSITIONS, SHAPES, SIZES, WHERE
-from minillama.dpo import sequence_logprobs
+from minillama.finetune import sequence_logprobs
 from minillama.metrics import (
     auroc,
     cider_d,
@@ -83,8 +83,9 @@ from minillama.metrics import (
     option_logprobs,
     predict_option,
 )
-from minillama.recipes import get_recipe, heldout_problems, task_prompt
+from minillama.recipes import get_recipe
 from minillama.reference import load_reference
+from minillama.tasks import heldout_problems, task_prompt
 
 PROFILE, DEVICE = course.setup()
 N_PROBLEMS, N_QUESTIONS, N_IMAGES = (200, 72, 60) if PROFILE == "cpu" else (460, 1200, 1000)

@@ -125,7 +125,8 @@ def test_shipped_reference_verifies_and_loads(name):
 def test_mixed_recipe_continues_from_stories_and_knows_the_tasks():
     """The ``mixed`` base starts from the stories weights, and its card shows the point of
     it: the tasks in their pretraining form are learned, the Alpaca form is not."""
-    from minillama.recipes import get_recipe, initial_model, task_prompt, task_text
+    from minillama.recipes import get_recipe, initial_model
+    from minillama.tasks import task_prompt, task_text
 
     recipe = get_recipe("mixed")
     start, _, _ = load_reference("stories")

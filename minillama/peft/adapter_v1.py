@@ -20,9 +20,10 @@ LLaMA-7B with K = 10 prompts in the top 30 layers: 30 * 10 * 4096 prompt values 
 30 * 32 gates = 1,229,760 parameters.
 
 The module plugs into ``Attention.prompt`` (see ``minillama/attention.py``): the
-attention calls ``prompt(attn, x, q)`` with its rotated queries q and adds the result
-to its output before ``wo``. The prompts never enter the KV cache; every decoding step
-recomputes their keys from the frozen weights, so generation with a cache is unchanged.
+attention calls ``prompt(attn, x, q, start_pos, cache)`` with its rotated queries q and
+adds the result to its output before ``wo``. The prompts never enter the KV cache; every
+decoding step recomputes their keys from the frozen weights, so generation with a cache is
+unchanged.
 """
 
 from __future__ import annotations
