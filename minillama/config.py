@@ -36,6 +36,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+import torch
+
 ROPE_LAYOUTS = ("interleaved", "half")
 
 
@@ -61,6 +63,17 @@ def finite_positive(name: str, value) -> float:
             and math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return value
+
+
+def check_token_ids(tokens: torch.Tensor, vocab_size: int, what: str = "token ids"):
+    """Token ids must be integers in [0, vocab_size): a clear error names the offenders."""
+    if not isinstance(tokens, torch.Tensor):
+        raise TypeError(f"{what} must be a tensor of integers, got {type(tokens).__name__}")
+    if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
+        raise TypeError(f"{what} must be integers (torch.long), got dtype {tokens.dtype}")
+    if tokens.numel() and (tokens.min() < 0 or tokens.max() >= vocab_size):
+        raise ValueError(f"{what} must lie in [0, vocab_size={vocab_size}), found ids from "
+                         f"{int(tokens.min())} to {int(tokens.max())}")
 
 
 @dataclass

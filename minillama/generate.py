@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from .model import check_token_ids
+from .config import check_token_ids
 
 
 def filter_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:

@@ -24,22 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import Attention, KVCache
-from .config import CONFIGS, LlamaConfig
+from .config import CONFIGS, LlamaConfig, check_token_ids
 from .feedforward import FeedForward
+from .generate import generate
 from .moe import MoE
 from .norm import RMSNorm
 from .rope import precompute_freqs_cis
-
-
-def check_token_ids(tokens: torch.Tensor, vocab_size: int, what: str = "token ids"):
-    """Token ids must be integers in [0, vocab_size): a clear error names the offenders."""
-    if not isinstance(tokens, torch.Tensor):
-        raise TypeError(f"{what} must be a tensor of integers, got {type(tokens).__name__}")
-    if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
-        raise TypeError(f"{what} must be integers (torch.long), got dtype {tokens.dtype}")
-    if tokens.numel() and (tokens.min() < 0 or tokens.max() >= vocab_size):
-        raise ValueError(f"{what} must lie in [0, vocab_size={vocab_size}), found ids from "
-                         f"{int(tokens.min())} to {int(tokens.max())}")
 
 
 class Block(nn.Module):
@@ -178,7 +168,6 @@ class Llama(nn.Module):
     def generate(self, tokens, max_new_tokens: int, temperature: float = 0.0,
                  top_k: int | None = None, top_p: float | None = None, **kwargs):
         """New tokens only, as a LongTensor; see ``minillama.generate.generate``."""
-        from .generate import generate
         return generate(self, tokens, max_new_tokens, temperature=temperature,
                         top_k=top_k, top_p=top_p, **kwargs)
 

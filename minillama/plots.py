@@ -19,7 +19,7 @@ def read_metrics(path) -> list[dict]:
 
 def loss_curves(runs: dict, ax=None, x: str = "tokens", log_x: bool = True):
     """Plot ``{label: records or metrics.jsonl path}``; returns the matplotlib axes."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # imported here: pyplot is slow to import
 
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.5))

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .checkpoints import load
-from .checkpoints.io import atomic_file, read_json
+from .files import atomic_file, read_json
 from .tokenizer import Tokenizer
 
 REFERENCE_DIR = Path(__file__).parent / "reference"

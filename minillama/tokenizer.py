@@ -35,6 +35,8 @@ import operator
 import re
 from collections import Counter, defaultdict
 
+from .files import atomic_file
+
 DEFAULT_SPECIALS = ("<pad>", "<bos>", "<eos>")
 FORMAT_VERSION = 1
 
@@ -226,7 +228,6 @@ class Tokenizer:
         """Write the tokenizer as JSON, atomically (temp file + os.replace)."""
         data = {"format": "minillama-bpe", "version": FORMAT_VERSION, "pre_split": self.pre_split,
                 "special_tokens": self.special_tokens, "merges": [list(m) for m in self.merges]}
-        from .checkpoints.io import atomic_file
         with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f)
 

@@ -35,10 +35,11 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
 
-from .checkpoints.io import atomic_file, read_torch
-from .config import finite_positive, positive_int
-from .model import check_token_ids
+from .checkpoints.io import read_torch
+from .config import check_token_ids, finite_positive, positive_int
+from .files import atomic_file
 
 
 @dataclass
@@ -303,7 +304,6 @@ def train(model, train_data: torch.Tensor, cfg: TrainConfig, out_dir: str | None
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     bar = None
     if cfg.progress and rank == 0:
-        from tqdm.auto import tqdm
         bar = tqdm(total=cfg.steps, initial=start, desc="train", leave=False, disable=None)
     t0 = time.perf_counter()
 

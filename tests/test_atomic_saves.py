@@ -32,7 +32,7 @@ HELPER = textwrap.dedent("""
     torch.set_num_threads(1)                 # no thread pool for the forked children
     sys.path.insert(0, sys.argv[3])
     from test_atomic_saves import WRITERS, build, save
-    from minillama.checkpoints import io
+    from minillama import files
 
     kind, root = sys.argv[1], sys.argv[2]
     endings = {}
@@ -56,7 +56,7 @@ HELPER = textwrap.dedent("""
                     die()
                 setattr(importlib.import_module(module), name, partial)
             else:
-                io.crash_point = lambda s, step=step: s == step and die()
+                files.crash_point = lambda s, step=step: s == step and die()
             save(kind, new, path)
             os._exit(0)
         _, status = os.waitpid(pid, 0)

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
+from ..files import read_json, recover
 from .hf import hf_to_meta_permute, load_hf, meta_to_hf_permute, save_hf
 from .hf_llama4 import MODEL_TYPES as LLAMA4_TYPES
 from .hf_llama4 import is_llama4, load_hf_llama4, save_hf_llama4
-from .io import read_json, recover
 from .llama2c import load_llama2c, save_llama2c
 from .meta import load_meta, save_meta
 from .native import MARKER, load_native, save_native

@@ -32,17 +32,16 @@ import torch
 from einops import rearrange
 
 from ..config import LlamaConfig, RopeScaling
+from ..files import atomic_directory, read_json, write_json
 from ..model import Llama
 from .io import (
-    atomic_directory,
+    CHECKPOINT_FILES,
     build_model,
     check_tensors,
     expected_shapes,
     model_state,
-    read_json,
     read_safetensors,
     read_torch,
-    write_json,
     write_safetensors,
 )
 
@@ -150,7 +149,7 @@ def save_hf(model: Llama, path) -> Path:
     if cfg.rope_layout == "interleaved":          # "half" is already the HF layout
         state = permute_qk(state, cfg, meta_to_hf_permute)
     tensors = {hf_name(k): v for k, v in state.items()}
-    with atomic_directory(path) as tmp:
+    with atomic_directory(path, CHECKPOINT_FILES) as tmp:
         write_json(config_to_hf(cfg, model.tok_embeddings.weight.dtype), tmp / "config.json")
         write_safetensors(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
     return Path(path)

@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 
 from ..config import LlamaConfig
+from ..files import atomic_directory, read_json, write_json
 from ..model import Llama
 from .hf import (
     _read_weights,
@@ -47,13 +48,11 @@ from .hf import (
     permute_qk,
 )
 from .io import (
-    atomic_directory,
+    CHECKPOINT_FILES,
     build_model,
     check_tensors,
     expected_shapes,
     model_state,
-    read_json,
-    write_json,
     write_safetensors,
 )
 
@@ -208,7 +207,7 @@ def save_hf_llama4(model: Llama, path) -> Path:
     state = model_state(model)
     if cfg.rope_layout == "half":                 # Llama 4 files pair dimensions Meta's way
         state = permute_qk(state, cfg, hf_to_meta_permute)
-    with atomic_directory(path) as tmp:
+    with atomic_directory(path, CHECKPOINT_FILES) as tmp:
         write_json(config_to_hf4(cfg, model.tok_embeddings.weight.dtype), tmp / "config.json")
         write_safetensors(to_hf(state), tmp / "model.safetensors", metadata={"format": "pt"})
     return Path(path)

@@ -31,9 +31,10 @@ import numpy as np
 import torch
 
 from ..config import LlamaConfig
+from ..files import atomic_file
 from ..model import Llama
 from .hf import hf_to_meta_permute, permute_qk
-from .io import atomic_file, build_model, expected_shapes, model_state
+from .io import build_model, expected_shapes, model_state
 
 HEADER = struct.Struct("<7i")
 PER_LAYER = ("attention_norm", "attention.wq", "attention.wk", "attention.wv", "attention.wo",

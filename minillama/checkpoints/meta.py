@@ -29,17 +29,16 @@ from pathlib import Path
 import torch
 
 from ..config import LlamaConfig, RopeScaling
+from ..files import atomic_directory, read_json, write_json
 from ..model import Llama
 from .hf import hf_to_meta_permute, permute_qk
 from .io import (
-    atomic_directory,
+    CHECKPOINT_FILES,
     build_model,
     check_tensors,
     expected_shapes,
     model_state,
-    read_json,
     read_torch,
-    write_json,
     write_torch,
 )
 
@@ -111,7 +110,7 @@ def save_meta(model: Llama, path, shards: int = 1,
         pieces = [v] * shards if dim is None else v.split(v.shape[dim] // shards, dim)
         for part, piece in zip(parts, pieces):
             part[k] = piece.clone()           # a view would save its whole parent tensor
-    with atomic_directory(path) as tmp:
+    with atomic_directory(path, CHECKPOINT_FILES) as tmp:
         write_json(params_json(cfg), tmp / "params.json")
         for i, part in enumerate(parts):
             write_torch(part, tmp / f"consolidated.{i:02d}.pth")

@@ -21,16 +21,15 @@ from pathlib import Path
 import torch
 
 from ..config import LlamaConfig
+from ..files import atomic_directory, read_json, write_json
 from ..model import Llama
 from .io import (
-    atomic_directory,
+    CHECKPOINT_FILES,
     build_model,
     check_tensors,
     expected_shapes,
     model_state,
-    read_json,
     read_safetensors,
-    write_json,
     write_safetensors,
 )
 
@@ -39,7 +38,7 @@ MARKER = "minillama"
 
 def save_native(model: Llama, path) -> Path:
     state = model_state(model)
-    with atomic_directory(path) as tmp:
+    with atomic_directory(path, CHECKPOINT_FILES) as tmp:
         write_json({"format": MARKER, **model.cfg.to_dict()}, tmp / "config.json")
         write_safetensors(state, tmp / "model.safetensors", metadata={"format": "pt"})
     return Path(path)

@@ -14,7 +14,7 @@ parameters trainable:
 The methods, one file each (the defaults are the papers' LLaMA-7B settings):
 
     lora        lora.py        r=8, alpha=16, dropout=0.0, targets=("wq", "wv"), rslora=False
-    qlora       lora.py        r=64, alpha=16, dropout=0.1, targets=all seven, rslora=False,
+    qlora       qlora.py       r=64, alpha=16, dropout=0.1, targets=all seven, rslora=False,
                 + ../quant/    blocksize=64, double_quant=True (NF4 base, LoRA on top)
     adapter_v1  adapter_v1.py  prompt_len=10, layers=30, gate="tanh" | "scalar" (peft's)
     adapter_v2  adapter_v2.py  prompt_len=10, layers=30, visual_dim=None, visual_layers=1
@@ -26,47 +26,28 @@ the two places ``minillama/attention.py`` leaves for them (``attn.prompt`` and
 ``attn.score_bias``). QLoRA first turns every linear of the blocks into a 4-bit
 ``quant.Linear4bit`` and wraps LoRA around those; its merge dequantises, giving back a
 full-precision model. Methods do not stack: one method per model.
+
+Each file ends with its method's ``SPEC`` (``spec.py``): defaults, option checks, apply,
+merge or why it cannot merge, and what else it can do. The functions below look the
+method up in ``SPECS`` and do the rest the same way for all.
 """
 
 from __future__ import annotations
 
 import numbers
-import warnings
+
+import torch
 
 from ..model import Llama
-from ..quant.nf4 import BLOCKSIZES
-from .adapter_v1 import GATES, apply_adapter_v1
-from .adapter_v2 import apply_adapter_v2, merge_adapter_v2
-from .adapter_v2 import set_visual as _set_visual_v2
-from .excitor import apply_excitor
-from .excitor import set_visual as _set_visual_excitor
-from .lora import (
-    TARGETS,
-    apply_lora,
-    apply_qlora,
-    block_linears,
-    lora_disabled,
-    lora_modules,
-    merge_qlora,
-)
+from . import adapter_v1, adapter_v2, excitor, lora, qlora
+from .io import read_adapter_config, read_adapter_tensors, save_adapter
+from .lora import lora_modules
+from .spec import method_of
 
-DEFAULTS = {
-    "lora": dict(r=8, alpha=16.0, dropout=0.0, targets=("wq", "wv"), rslora=False),
-    "adapter_v1": dict(prompt_len=10, layers=30, gate="tanh"),
-    "adapter_v2": dict(prompt_len=10, layers=30, visual_dim=None, visual_layers=1),
-    "excitor": dict(prompt_len=30, layers=30, rank=16, visual_dim=None),
-    "qlora": dict(r=64, alpha=16.0, dropout=0.1, targets=TARGETS, rslora=False, blocksize=64,
-                  double_quant=True),
-}
-APPLY = {"lora": apply_lora, "adapter_v1": apply_adapter_v1, "adapter_v2": apply_adapter_v2,
-         "excitor": apply_excitor, "qlora": apply_qlora}
-NOT_MERGEABLE = {
-    "adapter_v1": "its prompts add a second, gated softmax over extra keys and values that "
-                  "depends on every query, which no change of the weights can express",
-    "excitor": "its extra scores come from a softmax over the prompts for every token, "
-               "which no change of the weights can express",
-}
-METHODS = tuple(DEFAULTS)
+SPECS = {spec.name: spec for spec in (lora.SPEC, adapter_v1.SPEC, adapter_v2.SPEC,
+                                      excitor.SPEC, qlora.SPEC)}
+METHODS = tuple(SPECS)
+DEFAULTS = {name: spec.defaults for name, spec in SPECS.items()}
 
 
 # ----------------------------------------------------------------------------- options
@@ -81,13 +62,14 @@ def _positive_int(method, name, value, allow_none=False):
 
 def check_options(model, method: str, options: dict) -> dict:
     """The method's full, checked options (defaults filled in); a clear error otherwise."""
-    if method not in DEFAULTS:
+    if method not in SPECS:
         raise ValueError(f"unknown PEFT method {method!r}; valid: {', '.join(METHODS)}")
-    unknown = sorted(set(options) - set(DEFAULTS[method]))
+    spec = SPECS[method]
+    unknown = sorted(set(options) - set(spec.defaults))
     if unknown:
         raise ValueError(f"{method}: unknown option(s) {', '.join(unknown)}; valid: "
-                         f"{', '.join(DEFAULTS[method])}")
-    o = {**DEFAULTS[method], **options}
+                         f"{', '.join(spec.defaults)}")
+    o = {**spec.defaults, **options}
     for name in ("r", "prompt_len", "layers", "rank", "visual_layers"):
         if name in o:
             o[name] = _positive_int(method, name, o[name])
@@ -97,40 +79,8 @@ def check_options(model, method: str, options: dict) -> dict:
     if "layers" in o and o["layers"] > n:
         raise ValueError(f"{method}: layers={o['layers']} but the model has {n} blocks; "
                          f"choose 1..{n}")
-    if method in ("lora", "qlora"):
-        if not isinstance(o["alpha"], numbers.Real) or not o["alpha"] > 0:
-            raise ValueError(f"{method}: alpha must be a number > 0, got {o['alpha']!r}")
-        if not isinstance(o["dropout"], numbers.Real) or not 0 <= o["dropout"] < 1:
-            raise ValueError(f"{method}: dropout must be in [0, 1), got {o['dropout']!r}")
-        targets = (o["targets"],) if isinstance(o["targets"], str) else tuple(o["targets"])
-        bad = [t for t in targets if t not in TARGETS]
-        if bad or not targets:
-            raise ValueError(f"{method}: unknown target(s) {bad or '(none given)'}; valid: "
-                             f"{', '.join(TARGETS)}")
-        o["targets"] = [t for t in TARGETS if t in targets]        # canonical order
-        o["alpha"], o["dropout"], o["rslora"] = float(o["alpha"]), float(o["dropout"]), \
-            bool(o["rslora"])
-    if method == "qlora":
-        if o["blocksize"] not in BLOCKSIZES or isinstance(o["blocksize"], bool):
-            raise ValueError(f"qlora: blocksize must be one of {BLOCKSIZES}, "
-                             f"got {o['blocksize']!r}")
-        if not isinstance(o["double_quant"], bool):
-            raise ValueError(f"qlora: double_quant must be True or False, "
-                             f"got {o['double_quant']!r}")
-        o["blocksize"] = int(o["blocksize"])
-    if method == "adapter_v1" and o["gate"] not in GATES:
-        raise ValueError(f"adapter_v1: unknown gate {o['gate']!r}; valid: {', '.join(GATES)}")
-    if method == "adapter_v2" and o["visual_dim"] is not None \
-            and o["visual_layers"] + o["layers"] > n:
-        raise ValueError(f"adapter_v2: visual_layers={o['visual_layers']} early blocks and "
-                         f"layers={o['layers']} late blocks overlap in a model of {n} blocks")
-    if method in ("lora", "qlora"):
-        full_rank = min(min(getattr(parent, name).weight.shape)
-                        for parent, name, _ in block_linears(model, o["targets"]))
-        if o["r"] > full_rank:
-            warnings.warn(f"{method}: r={o['r']} exceeds the smallest targeted layer's full "
-                          f"rank min(in, out) = {full_rank}: B A cannot have rank above "
-                          f"{full_rank}, so the extra parameters add nothing", stacklevel=3)
+    for check in spec.checks:                  # the method's own checks, in its file
+        o = check(model, method, o)
     return o
 
 
@@ -147,16 +97,9 @@ def apply(model: Llama, method: str, **options) -> Llama:
                          f"methods do not stack (start from a fresh model)")
     options = check_options(model, method, options)
     model.requires_grad_(False)
-    APPLY[method](model, **options)
+    SPECS[method].apply(model, **options)
     model.peft_config = {"method": method, "options": options, "merged": False}
     return model
-
-
-def method_of(model) -> dict:
-    config = getattr(model, "peft_config", None)
-    if config is None:
-        raise ValueError("the model has no PEFT method applied; use minillama.peft.apply first")
-    return config
 
 
 def trainable_parameters(model) -> int:
@@ -169,16 +112,10 @@ def merge(model) -> Llama:
     and scale into linears with a bias (one way), QLoRA into dequantised full-precision
     linears (one way). V1 and Excitor cannot be merged."""
     config = method_of(model)
-    method = config["method"]
-    if method in NOT_MERGEABLE:
-        raise ValueError(f"{method} cannot be merged into the weights: {NOT_MERGEABLE[method]}")
-    if method == "lora":
-        for m in lora_modules(model):
-            m.merge()
-    elif method == "qlora":
-        merge_qlora(model)                # dequantises: the model is full precision after
-    elif not config["merged"]:
-        merge_adapter_v2(model)
+    spec = SPECS[config["method"]]
+    if spec.merge is None:
+        raise ValueError(f"{spec.name} cannot be merged into the weights: {spec.cannot_merge}")
+    spec.merge(model)
     config["merged"] = True
     return model
 
@@ -186,12 +123,11 @@ def merge(model) -> Llama:
 def unmerge(model) -> Llama:
     """Take a merged LoRA update back out of the weights."""
     config = method_of(model)
-    method = config["method"]
-    if method != "lora":
-        why = "merges one way" if method in ("adapter_v2", "qlora") else "never merges"
-        raise ValueError(f"only lora can be unmerged; {method} {why}")
-    for m in lora_modules(model):
-        m.unmerge()
+    spec = SPECS[config["method"]]
+    if spec.unmerge is None:
+        why = "merges one way" if spec.merge else "never merges"
+        raise ValueError(f"only lora can be unmerged; {spec.name} {why}")
+    spec.unmerge(model)
     config["merged"] = False
     return model
 
@@ -211,37 +147,47 @@ def disabled(model):
     Only LoRA (and QLoRA, whose base is then the 4-bit model) has a path that can simply
     be skipped; a merged LoRA must be unmerged first.
     """
-    config = method_of(model)
-    method = config["method"]
-    if method not in ("lora", "qlora"):
-        raise ValueError(f"only lora can be disabled in place; {method} changes the "
+    spec = SPECS[method_of(model)["method"]]
+    if spec.disable is None:
+        raise ValueError(f"only lora can be disabled in place; {spec.name} changes the "
                          f"attention itself (use a separate reference model)")
-    if method == "qlora" and config["merged"]:
-        raise ValueError("qlora was merged into full-precision weights: nothing to disable")
-    return lora_disabled(model)
+    return spec.disable(model)
 
 
 def set_visual(model, features):
     """Image features for the next batches (adapter_v2 / excitor with visual_dim); None: text."""
-    method = method_of(model)["method"]
-    if method == "adapter_v2":
-        return _set_visual_v2(model, features)
-    if method == "excitor":
-        return _set_visual_excitor(model, features)
-    raise ValueError(f"{method} takes no visual features; adapter_v2 and excitor do")
+    spec = SPECS[method_of(model)["method"]]
+    if spec.set_visual is None:
+        able = " and ".join(name for name, s in SPECS.items() if s.set_visual)
+        raise ValueError(f"{spec.name} takes no visual features; {able} do")
+    return spec.set_visual(model, features)
 
 
 def save(model, path, format: str = "minillama", **kwargs):
     """Save the trained tensors: ``minillama`` (any method) or ``peft`` (LoRA, for peft)."""
-    from .io import save_adapter
     return save_adapter(model, path, format=format, **kwargs)
 
 
 def load(model, path) -> Llama:
     """Apply the saved method to ``model`` (unless it already is) and load its tensors."""
-    from .io import load_adapter
-    return load_adapter(model, path)
+    path, method, options = read_adapter_config(model, path)    # made for this base?
+    with torch.device("meta"):            # the tensors the method adds (checks the options)
+        shapes = apply(Llama(model.cfg), method, **options)
+    expected = {k: tuple(p.shape) for k, p in shapes.named_parameters() if p.requires_grad}
+    tensors = read_adapter_tensors(path, expected)
+    current = getattr(model, "peft_config", None)
+    if current is None:
+        apply(model, method, **options)
+    elif (current["method"], current["options"]) != (method, options) or current["merged"]:
+        raise ValueError(f"the model already has {current['method']} applied with "
+                         f"{current['options']}{' (merged)' if current['merged'] else ''}; "
+                         f"{path} holds {method} with {options}")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for k, v in tensors.items():
+            params[k].copy_(v.to(params[k].dtype))
+    return model
 
 
 __all__ = ["apply", "trainable_parameters", "merge", "unmerge", "can_disable", "disabled",
-           "save", "load", "set_visual", "METHODS", "DEFAULTS"]
+           "save", "load", "set_visual", "check_options", "lora_modules", "METHODS", "DEFAULTS"]

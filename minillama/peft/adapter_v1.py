@@ -35,6 +35,7 @@ from einops import rearrange
 from torch import nn
 
 from ..attention import repeat_kv
+from .spec import MethodSpec
 
 GATES = ("tanh", "scalar")
 
@@ -92,6 +93,12 @@ def top_layers(model, layers: int) -> range:
     return range(n - layers, n)
 
 
+def check_gate(model, method: str, o: dict) -> dict:
+    if o["gate"] not in GATES:
+        raise ValueError(f"{method}: unknown gate {o['gate']!r}; valid: {', '.join(GATES)}")
+    return o
+
+
 def apply_adapter_v1(model, prompt_len: int, layers: int, gate: str):
     """Put a ``PromptAttention`` into the attention of each of the top ``layers`` blocks."""
     w = model.tok_embeddings.weight
@@ -99,3 +106,10 @@ def apply_adapter_v1(model, prompt_len: int, layers: int, gate: str):
         model.layers[i].attention.prompt = PromptAttention(
             model.cfg.dim, model.cfg.n_heads, prompt_len, gate, w.device, w.dtype)
     return model
+
+
+SPEC = MethodSpec(
+    "adapter_v1", dict(prompt_len=10, layers=30, gate="tanh"), apply_adapter_v1,
+    checks=(check_gate,),
+    cannot_merge="its prompts add a second, gated softmax over extra keys and values that "
+                 "depends on every query, which no change of the weights can express")

@@ -41,6 +41,7 @@ from torch import nn
 
 from .adapter_v1 import PromptAttention, top_layers
 from .lora import TARGETS, block_linears
+from .spec import MethodSpec
 
 
 class BiasScaleLinear(nn.Module):
@@ -88,6 +89,15 @@ class VisualPromptAttention(PromptAttention):
         if self.visual is None:                       # a text-only batch
             return self.prompt[None]
         return self.prompt[None] + self.proj(self.visual.to(self.prompt.dtype))
+
+
+def check_visual_layers(model, method: str, o: dict) -> dict:
+    """The early visual blocks and the late prompt blocks must not overlap."""
+    n = len(model.layers)
+    if o["visual_dim"] is not None and o["visual_layers"] + o["layers"] > n:
+        raise ValueError(f"{method}: visual_layers={o['visual_layers']} early blocks and "
+                         f"layers={o['layers']} late blocks overlap in a model of {n} blocks")
+    return o
 
 
 def apply_adapter_v2(model, prompt_len: int, layers: int, visual_dim: int | None,
@@ -146,3 +156,9 @@ def merge_adapter_v2(model):
         if isinstance(module, BiasScaleLinear):
             setattr(parent, name, module.merged())
     return model
+
+
+SPEC = MethodSpec(
+    "adapter_v2", dict(prompt_len=10, layers=30, visual_dim=None, visual_layers=1),
+    apply_adapter_v2, checks=(check_visual_layers,), merge=merge_adapter_v2,
+    set_visual=set_visual)

@@ -43,6 +43,7 @@ from einops import rearrange
 from torch import nn
 
 from .adapter_v1 import top_layers
+from .spec import MethodSpec
 
 
 def reconstructed_keys(t: torch.Tensor, P: torch.Tensor, W_down: torch.Tensor,
@@ -128,3 +129,10 @@ def set_visual(model, features: torch.Tensor | None):
                          f"got {tuple(features.shape)}")
     for m in modules:
         m.visual = features
+
+
+SPEC = MethodSpec(
+    "excitor", dict(prompt_len=30, layers=30, rank=16, visual_dim=None), apply_excitor,
+    cannot_merge="its extra scores come from a softmax over the prompts for every token, "
+                 "which no change of the weights can express",
+    set_visual=set_visual)

@@ -15,7 +15,7 @@ embedding and head stay in full precision, so the fingerprint is the same before
 after, and NF4 is deterministic, so ``load`` re-quantises a fresh base (with the saved
 ``blocksize`` and ``double_quant`` options) to the very same 4-bit weights the adapter
 was trained on. Both files are written into a temporary directory that replaces the
-target in one step (``checkpoints/io.py``).
+target in one step (``minillama/files.py``).
 
 ``format="peft"`` writes a LoRA (or QLoRA) adapter the way Hugging Face peft does
 (``adapter_config.json`` + ``adapter_model.safetensors``, keys such as
@@ -37,14 +37,15 @@ import torch
 from ..checkpoints.hf import hf_name, meta_to_hf_permute
 from ..checkpoints.hf_llama4 import is_llama4
 from ..checkpoints.io import (
-    atomic_directory,
-    read_json,
+    CHECKPOINT_FILES,
+    check_tensors,
     read_safetensors,
-    recover,
-    write_json,
     write_safetensors,
 )
+from ..files import atomic_directory, read_json, recover, write_json
 from ..model import Llama
+from .lora import block_linears
+from .spec import method_of
 
 FORMAT = "minillama-adapter"
 FILES = {"minillama": ("adapter.json", "adapter.safetensors"),
@@ -90,16 +91,7 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     return {k: p.detach().cpu() for k, p in model.named_parameters() if p.requires_grad}
 
 
-def expected_adapter(cfg, method: str, options: dict) -> dict[str, tuple]:
-    """Name -> shape of the trainable tensors ``method`` adds to a model of ``cfg`` (on meta)."""
-    from . import apply
-    with torch.device("meta"):
-        model = apply(Llama(cfg), method, **options)
-    return {k: tuple(p.shape) for k, p in model.named_parameters() if p.requires_grad}
-
-
 def save_adapter(model, path, format: str = "minillama", base_model_name_or_path=None) -> Path:
-    from . import method_of
     if format not in FILES:
         raise ValueError(f"unknown adapter format {format!r}; valid: {', '.join(FILES)}")
     config = method_of(model)
@@ -122,17 +114,16 @@ def save_adapter(model, path, format: str = "minillama", base_model_name_or_path
                 "base": fingerprint(model)}
     config_name, tensor_name = FILES[format]
     path = Path(path)
-    with atomic_directory(path) as tmp:
+    replaces = (*FILES["minillama"], *FILES["peft"], *CHECKPOINT_FILES)  # either format's
+    with atomic_directory(path, replaces) as tmp:
         write_json(meta, tmp / config_name)
         write_safetensors(tensors, tmp / tensor_name, metadata={"format": "pt"})
-    other = "peft" if format == "minillama" else "minillama"
-    for stale in FILES[other]:            # a re-save in the other format replaces it
-        (path / stale).unlink(missing_ok=True)
     return path
 
 
-def load_adapter(model, path) -> Llama:
-    from . import apply
+def read_adapter_config(model, path) -> tuple[Path, str, dict]:
+    """(path, method, options) of the adapter saved at ``path``, after checking that it was
+    made for the base ``model``."""
     path = recover(path)            # a save killed mid-swap leaves the adapter aside
     if not (path / FILES["minillama"][0]).is_file():
         if (path / FILES["peft"][0]).is_file():
@@ -142,36 +133,21 @@ def load_adapter(model, path) -> Llama:
     meta = read_json(path / FILES["minillama"][0])
     if meta.get("format") != FORMAT or not {"method", "options", "base"} <= set(meta):
         raise ValueError(f"{path}/{FILES['minillama'][0]} is not a minillama adapter file")
-    method, options = meta["method"], meta["options"]
     check_base(meta["base"], model, path)
-    expected = expected_adapter(model.cfg, method, options)     # also checks method/options
+    return path, meta["method"], meta["options"]
+
+
+def read_adapter_tensors(path: Path, expected: dict[str, tuple]) -> dict[str, torch.Tensor]:
+    """The adapter's tensors, checked against the shapes its method adds to the model."""
     tensors = read_safetensors(path / FILES["minillama"][1])
-    found = {k: tuple(v.shape) for k, v in tensors.items()}
-    if found != expected:
-        missing = sorted(set(expected) - set(found))
-        unexpected = sorted(set(found) - set(expected))
-        wrong = [f"{k} (file {found[k]}, model {expected[k]})" for k in sorted(found)
-                 if k in expected and found[k] != expected[k]]
-        raise ValueError(f"{path} does not fit the model: missing {missing}, "
-                         f"unexpected {unexpected}, wrong shape {wrong}")
-    current = getattr(model, "peft_config", None)
-    if current is None:
-        apply(model, method, **options)
-    elif (current["method"], current["options"]) != (method, options) or current["merged"]:
-        raise ValueError(f"the model already has {current['method']} applied with "
-                         f"{current['options']}{' (merged)' if current['merged'] else ''}; "
-                         f"{path} holds {method} with {options}")
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for k, v in tensors.items():
-            params[k].copy_(v.to(params[k].dtype))
-    return model
+    check_tensors({k: tuple(v.shape) for k, v in tensors.items()}, expected,
+                  what=f"{path} does not fit the model")
+    return tensors
 
 
 # ----------------------------------------------------------------------------- peft
 def _peft_export(model, options: dict, base_model_name_or_path) -> tuple[dict, dict]:
     """LoRA tensors under peft's names (B of wq/wk reordered like the HF export)."""
-    from .lora import block_linears
     cfg = model.cfg
     if is_llama4(cfg):
         raise ValueError("format='peft' supports LLaMA 1-3 (LlamaForCausalLM) bases only")

@@ -20,19 +20,23 @@ a merged model is as fast as the base model.
 
 Switching the low-rank path off (``lora_disabled``) gives back the base model, h = W0 x,
 without a second copy of it in memory: DPO uses that as its frozen reference.
+
+QLoRA (``qlora.py``) is this file's LoRA around 4-bit base layers.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import numbers
+import warnings
 from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..quant.linear4bit import dequantize_model, quantize_model
+from .spec import MethodSpec
 
 TARGETS = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
 
@@ -148,6 +152,34 @@ def block_linears(model, names=TARGETS):
                     yield part, name, f"layers.{i}.{part_name}.{name}"
 
 
+def check_lora(model, method: str, o: dict) -> dict:
+    """alpha > 0, dropout in [0, 1), known targets (put in the order of ``TARGETS``)."""
+    if not isinstance(o["alpha"], numbers.Real) or not o["alpha"] > 0:
+        raise ValueError(f"{method}: alpha must be a number > 0, got {o['alpha']!r}")
+    if not isinstance(o["dropout"], numbers.Real) or not 0 <= o["dropout"] < 1:
+        raise ValueError(f"{method}: dropout must be in [0, 1), got {o['dropout']!r}")
+    targets = (o["targets"],) if isinstance(o["targets"], str) else tuple(o["targets"])
+    bad = [t for t in targets if t not in TARGETS]
+    if bad or not targets:
+        raise ValueError(f"{method}: unknown target(s) {bad or '(none given)'}; valid: "
+                         f"{', '.join(TARGETS)}")
+    o["targets"] = [t for t in TARGETS if t in targets]        # canonical order
+    o["alpha"], o["dropout"], o["rslora"] = float(o["alpha"]), float(o["dropout"]), \
+        bool(o["rslora"])
+    return o
+
+
+def warn_full_rank(model, method: str, o: dict) -> dict:
+    """A warning when r exceeds the rank B A can have on the smallest targeted matrix."""
+    full_rank = min(min(getattr(parent, name).weight.shape)
+                    for parent, name, _ in block_linears(model, o["targets"]))
+    if o["r"] > full_rank:                  # stacklevel: the caller of peft.apply
+        warnings.warn(f"{method}: r={o['r']} exceeds the smallest targeted layer's full "
+                      f"rank min(in, out) = {full_rank}: B A cannot have rank above "
+                      f"{full_rank}, so the extra parameters add nothing", stacklevel=4)
+    return o
+
+
 def apply_lora(model, r: int, alpha: float, dropout: float, targets, rslora: bool):
     """Replace every targeted linear of every block with a ``LoRALinear`` around it."""
     for parent, name, _ in block_linears(model, targets):
@@ -155,26 +187,19 @@ def apply_lora(model, r: int, alpha: float, dropout: float, targets, rslora: boo
     return model
 
 
-def apply_qlora(model, r: int, alpha: float, dropout: float, targets, rslora: bool,
-                blocksize: int, double_quant: bool):
-    """QLoRA (Dettmers et al., arXiv 2305.14314): every linear of the blocks frozen in NF4
-    (``minillama.quant``, double quantisation by default), then LoRA on ``targets``."""
-    quantize_model(model, blocksize, double_quant)
-    return apply_lora(model, r, alpha, dropout, targets, rslora)
-
-
-def merge_qlora(model):
-    """One way to full precision: each LoRA module becomes an ``nn.Linear`` holding
-    dequant(W0) + s B A, every other 4-bit layer a dequantised ``nn.Linear``."""
-    for parent, name, _ in block_linears(model):
-        module = getattr(parent, name)
-        if isinstance(module, LoRALinear):
-            setattr(parent, name, module.to_linear())
-    return dequantize_model(model)
-
-
 def lora_modules(model) -> list[LoRALinear]:
     return [m for m in model.modules() if isinstance(m, LoRALinear)]
+
+
+def merge_lora(model):
+    """W0 <- W0 + s B A in every LoRA module (exact; ``unmerge_lora`` undoes it)."""
+    for m in lora_modules(model):
+        m.merge()
+
+
+def unmerge_lora(model):
+    for m in lora_modules(model):
+        m.unmerge()
 
 
 @contextmanager
@@ -197,3 +222,9 @@ def lora_disabled(model):
     finally:
         for m, flag in zip(modules, before):
             m.enabled = flag
+
+
+SPEC = MethodSpec(
+    "lora", dict(r=8, alpha=16.0, dropout=0.0, targets=("wq", "wv"), rslora=False),
+    apply_lora, checks=(check_lora, warn_full_rank), merge=merge_lora, unmerge=unmerge_lora,
+    disable=lora_disabled)

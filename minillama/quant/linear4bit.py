@@ -116,6 +116,7 @@ class Linear4bit(nn.Module):
         if self.backend == "torch" or (self.backend == "auto" and x.device.type != "cuda"):
             return False
         try:
+            # bitsandbytes is optional: imported only where it is used
             import bitsandbytes  # noqa: F401
         except ImportError as e:
             if self.backend == "bitsandbytes":
@@ -132,7 +133,7 @@ class Linear4bit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.to(self.compute_dtype)
         if self.uses_bitsandbytes(x):
-            import bitsandbytes as bnb
+            import bitsandbytes as bnb  # optional, found by uses_bitsandbytes
             out = bnb.matmul_4bit(h, self.packed.view(-1, 1).t(), quant_state=self.bnb_state(),
                                   bias=self.bias_as(h.dtype))
         else:
@@ -141,7 +142,7 @@ class Linear4bit(nn.Module):
 
     def bnb_state(self):
         """The same state as a ``bitsandbytes.functional.QuantState`` (its CUDA kernels read it)."""
-        from bitsandbytes.functional import QuantState as BnbState
+        from bitsandbytes.functional import QuantState as BnbState  # optional
         device = self.packed.device
         nested = None
         if self.nested_absmax is not None:
