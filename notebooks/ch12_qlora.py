@@ -19,7 +19,7 @@
 #
 # | piece | file |
 # |---|---|
-# | `apply(model, "qlora", ...)`, `merge` | `minillama/peft/__init__.py`, `peft/lora.py` |
+# | `apply(model, "qlora", ...)`, `merge` | `minillama/peft/__init__.py`, `peft/qlora.py` |
 # | `Linear4bit`: packed NF4 weight, dequantise in forward and backward | `quant/linear4bit.py` |
 # | NF4 quantise / dequantise (chapter 11) | `minillama/quant/nf4.py` |
 # | response-only fine-tuning, `optimizer=` for a paged AdamW | `minillama/finetune.py` |
