@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 PROFILES = ("cpu", "full")
@@ -52,14 +53,9 @@ def device(profile_name: str | None = None) -> str:
 
 
 def seed_everything(seed: int = 0) -> None:
-    """Seed Python's ``random``, numpy (when installed) and torch (CPU and every GPU)."""
+    """Seed Python's ``random``, numpy and torch (CPU and every GPU)."""
     random.seed(seed)
-    try:
-        import numpy
-    except ImportError:          # pragma: no cover - numpy is a dependency
-        pass
-    else:
-        numpy.random.seed(seed)
+    np.random.seed(seed)
     torch.manual_seed(seed)      # seeds CUDA too
 
 

@@ -36,7 +36,7 @@ recipes; their ``card.json`` records the recipe, steps, tokens, losses, hardware
 
 A recipe with ``init_from`` starts from that shipped reference's weights and tokenizer
 instead of a random model (continued pretraining). A recipe's data is a task object
-(``recipe.task``, from ``tasks.py``): it builds the data, holds problems out and scores.
+(``recipe.task``, from ``tasks/``): it builds the data, holds problems out and scores.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class Recipe:
     name: str
     model: LlamaConfig
     train: TrainConfig
-    task: Task                      # what it trains on and how it is scored (tasks.py)
+    task: Task                      # what it trains on and how it is scored (tasks/)
     init_from: str | None = None    # a shipped reference to continue from
 
     @property
@@ -74,7 +74,7 @@ class Recipe:
         return asdict(self.task)
 
     def heldout(self, n: int, *args) -> list:
-        """``n`` problems the task never trains on (see ``tasks.py``)."""
+        """``n`` problems the task never trains on (see ``tasks/``)."""
         return self.task.heldout(n, *args)
 
 

@@ -36,7 +36,7 @@
 # | the template `format_prompt`, `instruction_data`, `heldout_split` | `data/instructions.py` |
 # | `sft_tokens` (mask, EOS), `sft_batch`, `finetune`, `greedy_score` | `finetune.py` |
 # | LoRA: `P.apply(model, "lora", ...)` | `peft/` |
-# | the `mixed` base, `MIXED_FAMILIES`, the plain form `task_prompt` | `recipes.py`, `tasks.py` |
+# | the `mixed` base, `MIXED_FAMILIES`, the plain form `task_prompt` | `recipes.py`, `tasks/` |
 # | loading it: `load_reference` | `reference.py` |
 # | the stories loss for forgetting: `evaluate` | `train.py` |
 #

@@ -29,7 +29,7 @@
 # |---|---|
 # | `dpo_loss`, `reference_logprobs`, `dpo_train`; `sequence_logprobs` | `minillama/dpo.py`; `minillama/finetune.py` |
 # | `sample`, `extract_answer` | `minillama/reasoning/sampling.py`, `minillama/data/arithmetic.py` |
-# | the mod-10 chains as training records (`mod10_problems`, `qa_prompt`, `mod10_heldout`) | `minillama/tasks.py` |
+# | the mod-10 chains as training records (`mod10_problems`, `qa_prompt`, `mod10_heldout`) | `minillama/tasks/` |
 # | the `mod10-mix` recipe (the SFT model we start from) | `minillama/recipes.py` |
 # | the trained models, with their cards | `minillama/reference/mod10*/` |
 #

@@ -26,10 +26,10 @@
 # | `mod10_chain` (the task), `extract_answer` (the text after `####`) | `minillama/data/arithmetic.py` |
 # | `sample`, `greedy_cot`, `majority_vote`, `self_consistency` | `minillama/reasoning/sampling.py` |
 # | `auroc` (rank statistic with ties) | `minillama/metrics.py` |
-# | `qa_prompt`, `mod10_heldout` (the chains as prompts; problems never trained on) | `minillama/tasks.py` |
+# | `qa_prompt`, `mod10_heldout` (the chains as prompts; problems never trained on) | `minillama/tasks/` |
 # | the `mod10` and `mod10-paths` recipes | `minillama/recipes.py` |
 # | `addition_problems(..., little_endian=True)` (section 6's digit order) | `minillama/data/arithmetic.py` |
-# | `addition_heldout`, `addition_scores`; the `add5` / `add5-lsb` recipes | `minillama/tasks.py`, `minillama/recipes.py` |
+# | `addition_heldout`, `addition_scores`; the `add5` / `add5-lsb` recipes | `minillama/tasks/`, `minillama/recipes.py` |
 # | the trained models, with their cards | `minillama/reference/mod10*/`, `minillama/reference/add5*/` |
 #
 # **Profiles.** `MINILLAMA_PROFILE=cpu` (the default without a GPU) evaluates the

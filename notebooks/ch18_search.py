@@ -38,7 +38,7 @@
 # | GoT's `generate`, `score`, `keep_best`, `aggregate`, `improve`, `ancestors` | same file |
 # | solvable sets, `solvable`, `propose`, `random_rollout`, checkers | `reasoning/game24.py` |
 # | `error_count`, `split`, `merge`, `got_sort` | `reasoning/sorting.py` |
-# | the `sort` reference and `model_sort` | `recipes.py`, `tasks.py`, `reference/sort/` |
+# | the `sort` reference and `model_sort` | `recipes.py`, `tasks/`, `reference/sort/` |
 # | AUROC by the rank statistic | `metrics.py` |
 #
 # (all under `minillama/`)

@@ -50,7 +50,7 @@
 # | `option_logprobs`, `predict_option`, `multiple_choice_accuracy` | `metrics.py` |
 # | `auroc`, `cider_d` | `metrics.py` |
 # | `extract_answer` (the `####` convention) | `data/arithmetic.py` |
-# | the references; `heldout_problems`, `task_prompt` | `reference.py`, `tasks.py` |
+# | the references; `heldout_problems`, `task_prompt` | `reference.py`, `tasks/` |
 # | summed response log-probabilities `sequence_logprobs` | `finetune.py` |
 # | `preference_pairs` (right and plausibly wrong answers) | `data/preferences.py` |
 # | `toy_images` and their captions | `data/vision.py` |
