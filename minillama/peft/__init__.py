@@ -135,7 +135,8 @@ def unmerge(model) -> Llama:
 def can_disable(model) -> bool:
     """Whether ``disabled(model)`` switches an adapter off: an unmerged LoRA or QLoRA."""
     config = getattr(model, "peft_config", None)
-    return bool(config) and config["method"] in ("lora", "qlora") and not config["merged"]
+    return (bool(config) and SPECS[config["method"]].disable is not None
+            and not config["merged"])
 
 
 def disabled(model):
