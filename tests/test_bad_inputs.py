@@ -318,7 +318,7 @@ def test_linear4bit_refuses_bitsandbytes_on_cpu_for_rows_of_partial_blocks():
     with pytest.raises(ValueError, match=r"in_features \(96\) to be a multiple of blocksize"):
         layer(torch.randn(2, 96))
     ok = Linear4bit(torch.randn(8, 128), blocksize=64, backend="bitsandbytes")
-    torch.testing.assert_close(ok(torch.randn(2, 128)).shape, torch.Size([2, 8]))
+    assert ok(torch.randn(2, 128)).shape == (2, 8)       # rows of whole blocks: allowed
 
 
 def test_save_into_the_working_directory_leaves_nothing_behind(tmp_path, monkeypatch):
