@@ -63,6 +63,7 @@ from .sorting import (  # noqa: F401
 )
 from .text import (  # noqa: F401
     MIXED_FAMILIES,
+    SKILL_FAMILIES,
     Mixed,
     Stories,
     mixed_data,
