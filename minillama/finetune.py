@@ -177,6 +177,8 @@ def greedy_score(model, tokenizer, records: list[dict], batch_size: int = 32,
     model.eval()
     hits: dict[str, list[bool]] = {}
     total, count = 0.0, 0
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))  # little padding
+    examples, clean = [examples[i] for i in order], [clean[i] for i in order]
     for i in range(0, len(examples), batch_size):
         x, y = sft_batch(examples[i:i + batch_size], tokenizer.pad_id)
         logits = model(x.to(device)).float().cpu()

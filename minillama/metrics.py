@@ -136,6 +136,24 @@ def multiple_choice_accuracy(logprobs: list[list[float]], answers: list[int],
     return right / len(answers)
 
 
+# ----------------------------------------------------------------------------- intervals
+def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval for a proportion hits/n (95% for z = 1.96).
+
+    Wilson (1927); Newcombe (1998) recommends it over the normal approximation, which
+    leaves [0, 1] and is too narrow near 0% and 100%. With p = hits / n:
+
+        centre = (p + z^2 / 2n) / (1 + z^2 / n)
+        half   = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / 4n^2)
+    """
+    if not isinstance(n, int) or n < 1 or not 0 <= hits <= n:
+        raise ValueError(f"wilson_interval needs 0 <= hits <= n and n >= 1, got {hits}/{n}")
+    p, z2 = hits / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 # ----------------------------------------------------------------------------- AUROC
 def auroc(scores, labels) -> float:
     """Area under the ROC curve by the Mann-Whitney rank statistic (ties count 1/2).

@@ -47,15 +47,16 @@ def write_card(directory, **facts) -> dict:
     return card
 
 
-def verify(directory) -> dict:
-    """Return the card after checking every hashed file against it."""
+def verify(directory, required=HASHED) -> dict:
+    """Return the card after checking every hashed file against it; the card must vouch
+    for each file named in ``required``."""
     directory = Path(directory)
     card_path = directory / "card.json"
     if not card_path.exists():
         raise FileNotFoundError(f"{directory} has no card.json: not a reference checkpoint")
     card = read_json(card_path)
     hashes = card.get("sha256") if isinstance(card, dict) else None
-    unvouched = [f for f in HASHED if not isinstance(hashes, dict) or f not in hashes]
+    unvouched = [f for f in required if not isinstance(hashes, dict) or f not in hashes]
     if unvouched:
         raise ValueError(f"{card_path} gives no sha256 for {unvouched}: it cannot vouch for "
                          f"the checkpoint; rewrite it with write_card()")

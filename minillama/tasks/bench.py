@@ -1,0 +1,331 @@
+"""The PEFT benchmark: one task, one budget, every method measured the same way.
+
+The base model (the ``peft-base`` reference) has mastered seven task families in the
+plain form of its pretraining text (``Find the biggest number.\\n4, 9, 1\\nAnswer:\\n9``)
+and almost never answers them in the Alpaca template (``format_prompt``). Instruction
+tuning then has one visible job, teaching the format: LIMA's "superficial alignment"
+hypothesis (Zhou et al., arXiv 2305.11206). Methods are compared on how well they do
+that job and on what they forget.
+
+* **Training data**: ``N_TRAIN`` Alpaca records of the five ``TRAIN_FAMILIES``; the
+  noisy variant gives ``NOISE`` of them a wrong or sloppy answer (``instruction_data``).
+* **Test set**: ``N_TEST`` records of all seven families, none seen in pretraining or in
+  the training data; two families (``HELDOUT_FAMILIES``) are never in the Alpaca
+  training data, so they show whether the format transfers to skills not tuned on.
+* **Budget**: ``STEPS`` steps of ``BATCH`` records, warmup ``WARMUP``, for every method;
+  each method's learning rate was chosen by a recorded sweep on a validation set
+  (``scripts/train_adapters.py sweep``, written to ``adapters/sweep.json``).
+* **Figures**: exact match in the Alpaca template with its 95% Wilson interval, and
+  forgetting: the drop in plain-form exact match on the same problems, from the base.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from .. import peft
+from ..checkpoints import load, save
+from ..data import instruction_data
+from ..finetune import finetune, greedy_score
+from ..metrics import wilson_interval
+from ..peft.adapter_v1 import top_layers
+from ..peft.adapter_v2 import BiasScaleLinear
+from ..peft.lora import TARGETS
+from ..files import atomic_directory, read_json, write_json
+from ..model import Llama
+from ..reference import load_reference, sha256_file, verify
+from .text import MIXED_FAMILIES, SKILL_FAMILIES, task_prompt
+
+BASE = "peft-base"
+TRAIN_FAMILIES = ["max_list", "uppercase", "count_words", "refusal", "list_to_csv"]
+HELDOUT_FAMILIES = ["min_list", "capitalize"]       # siblings of max_list and uppercase
+NOISE = 0.3                                         # the noisy variant: 30% wrong answers
+N_TRAIN, N_VAL, N_TEST = 2400, 300, 500
+STEPS, BATCH, WARMUP = 150, 16, 15
+SEEDS = (0, 1, 2)                                   # where a claim needs several runs
+ADAPTER_DIR = Path(__file__).resolve().parent.parent / "adapters"
+assert sorted(TRAIN_FAMILIES + HELDOUT_FAMILIES) == sorted(SKILL_FAMILIES)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One contestant: a PEFT method and options (None: full fine-tuning) and its lr.
+
+    ``gates="random"`` draws Adapter V1's gates from N(0, 1) before training;
+    ``freeze`` keeps named V2 ingredients at their identity init (the ablation)."""
+
+    name: str
+    method: str | None
+    options: dict = field(default_factory=dict)
+    lr: float = 1e-3
+    gates: str = "zero"
+    freeze: tuple = ()
+    about: str = ""
+
+
+QV = ("wq", "wv")
+METHODS: dict[str, Method] = {m.name: m for m in [
+    Method("full", None, {}, 1e-4, about="full fine-tuning, every weight"),
+    Method("lora-qv", "lora", dict(r=8, alpha=16, targets=QV), 3e-3,
+           about="LoRA r=8 on wq, wv (the paper's choice)"),
+    Method("lora-all", "lora", dict(r=8, alpha=16, targets=TARGETS), 3e-3,
+           about="LoRA r=8 on all seven linears"),
+    Method("qlora", "qlora", dict(r=8, alpha=16, dropout=0.0, targets=QV), 3e-3,
+           about="LoRA r=8 on wq, wv over an NF4 base"),
+    Method("adapter-v1", "adapter_v1", dict(layers=6), 1e-2,
+           about="LLaMA-Adapter V1, prompts in all 6 blocks, zero-init gates"),
+    Method("adapter-v1-random", "adapter_v1", dict(layers=6), 1e-2, gates="random",
+           about="the same with gates drawn from N(0, 1)"),
+    Method("adapter-v2", "adapter_v2", dict(layers=6), 1e-2,
+           about="LLaMA-Adapter V2: bias/scale, unfrozen norms, prompts"),
+    Method("adapter-v2-no-bias-scale", "adapter_v2", dict(layers=6), 1e-2,
+           freeze=("bias_scale",), about="V2 without its bias/scale"),
+    Method("adapter-v2-no-norms", "adapter_v2", dict(layers=6), 1e-2,
+           freeze=("norms",), about="V2 with the norms frozen"),
+    Method("adapter-v2-no-prompts", "adapter_v2", dict(layers=6), 1e-2,
+           freeze=("prompts",), about="V2 without its prompts"),
+    Method("excitor", "excitor", dict(layers=6), 1e-2,
+           about="LLaMA-Excitor, prompts and excitor in all 6 blocks"),
+]}
+
+
+def method(name: str) -> Method:
+    """The method of that name, with its swept learning rate where a sweep was recorded."""
+    if name not in METHODS:
+        raise ValueError(f"unknown benchmark method {name!r}; choose from {', '.join(METHODS)}")
+    m = METHODS[name]
+    lr = swept_lrs().get(name)
+    return m if lr is None else Method(**{**m.__dict__, "lr": lr})
+
+
+def swept_lrs() -> dict:
+    path = ADAPTER_DIR / "sweep.json"
+    return json.loads(path.read_text())["chosen"] if path.exists() else {}
+
+
+# ----------------------------------------------------------------------------- data
+def _key(r):
+    return r["instruction"], r["input"]
+
+
+@lru_cache(maxsize=1)
+def _pretraining_problems() -> frozenset:
+    """Every task problem of the base's pretraining text (``mixed`` and ``peft-base``)."""
+    seen = instruction_data(60000, seed=101, families=MIXED_FAMILIES)      # mixed
+    seen += instruction_data(120000, seed=101, families=SKILL_FAMILIES)    # peft-base
+    return frozenset(map(_key, seen))
+
+
+def train_records(noisy: bool = False) -> list[dict]:
+    """The Alpaca training records (``NOISE`` of them wrong when ``noisy``)."""
+    return instruction_data(N_TRAIN, seed=7, families=TRAIN_FAMILIES,
+                            noise=NOISE if noisy else 0.0)
+
+
+def _unseen(n: int, seed: int) -> list[dict]:
+    seen = _pretraining_problems() | set(map(_key, train_records()))
+    out, got = [], set()
+    for r in instruction_data(4 * n, seed=seed, families=SKILL_FAMILIES):
+        if _key(r) not in seen and _key(r) not in got:
+            out.append(r)
+            got.add(_key(r))
+    if len(out) < n:
+        raise RuntimeError(f"only {len(out)} unseen problems for {n}")
+    return out[:n]
+
+
+def make_problems() -> dict:
+    """The test and validation problems, generated (about 10 s: it lists every problem
+    of the pretraining text). ``adapters/problems.json`` stores the result."""
+    test = _unseen(N_TEST, seed=8)
+    taken = set(map(_key, test))
+    val = [r for r in _unseen(N_VAL + N_TEST, seed=9) if _key(r) not in taken][:N_VAL]
+    return {"test": test, "val": val}
+
+
+@lru_cache(maxsize=1)
+def _problems() -> dict:
+    path = ADAPTER_DIR / "problems.json"
+    return read_json(path) if path.exists() else make_problems()
+
+
+def test_records() -> list[dict]:
+    """``N_TEST`` problems of all seven families, unseen in pretraining and training."""
+    return [dict(r) for r in _problems()["test"]]
+
+
+def val_records() -> list[dict]:
+    """``N_VAL`` other unseen problems: the learning-rate sweep looks at these, not the test."""
+    return [dict(r) for r in _problems()["val"]]
+
+
+# ----------------------------------------------------------------------------- measure
+def measure(model, tok, records=None, device="cpu") -> dict:
+    """Exact match in the Alpaca template (with 95% interval and per family) and in the
+    plain pretraining form, on ``records`` (default: the test set)."""
+    records = test_records() if records is None else records
+    alpaca = greedy_score(model, tok, records, device=device)
+    plain = greedy_score(model, tok, records, device=device, template=task_prompt)
+    n, hits = alpaca["n"], round(alpaca["exact_match"] * alpaca["n"])
+    held = [alpaca["per_family"][f] for f in HELDOUT_FAMILIES if f in alpaca["per_family"]]
+    return {"exact_match": alpaca["exact_match"], "n": n,
+            "ci95": [round(x, 4) for x in wilson_interval(hits, n)],
+            "plain_exact_match": plain["exact_match"], "loss": alpaca["loss"],
+            "heldout_families_exact_match": sum(held) / len(held) if held else None,
+            "per_family": alpaca["per_family"], "plain_per_family": plain["per_family"]}
+
+
+@lru_cache(maxsize=1)
+def base_figures() -> dict:
+    model, tok, _ = load_reference(BASE)
+    return measure(model, tok)
+
+
+# ----------------------------------------------------------------------------- train
+def fresh(m: Method, seed: int = 0, device="cpu"):
+    """(model, tokenizer): the base with ``m`` applied, ready to train."""
+    model, tok, _ = load_reference(BASE, device=device)
+    if m.method is None:
+        return model.requires_grad_(True), tok
+    torch.manual_seed(seed)                          # the prompts' and LoRA A's init
+    peft.apply(model, m.method, **m.options)
+    if m.gates == "random":
+        g = torch.Generator().manual_seed(1000 + seed)
+        with torch.no_grad():
+            for i in top_layers(model, m.options["layers"]):
+                gate = model.layers[i].attention.prompt.gate
+                gate.copy_(torch.randn(gate.shape, generator=g))
+    for ingredient in m.freeze:
+        _parts(model, ingredient).requires_grad_(False)
+    return model, tok
+
+
+def _parts(model, ingredient: str) -> torch.nn.ModuleList:
+    """V2's ingredients: its bias/scale wrappers, its norms, its prompt modules."""
+    if ingredient == "bias_scale":
+        mods = [mod for mod in model.modules() if isinstance(mod, BiasScaleLinear)]
+        return torch.nn.ModuleList(torch.nn.ParameterList([mod.bias, mod.scale]) for mod in mods)
+    if ingredient == "norms":
+        return torch.nn.ModuleList([*(l.attention_norm for l in model.layers),
+                                    *(l.ffn_norm for l in model.layers), model.norm])
+    if ingredient == "prompts":
+        return torch.nn.ModuleList(l.attention.prompt for l in model.layers
+                                   if l.attention.prompt is not None)
+    raise ValueError(f"unknown V2 ingredient {ingredient!r}: bias_scale, norms or prompts")
+
+
+def run(m: Method, noisy: bool = False, seed: int = 0, steps: int = STEPS, device="cpu",
+        lr: float | None = None):
+    """Train ``m`` on the benchmark; (model, tokenizer, log, wall seconds)."""
+    model, tok = fresh(m, seed, device)
+    t0 = time.perf_counter()
+    log = finetune(model, tok, train_records(noisy), steps=steps, lr=lr or m.lr,
+                   batch_size=BATCH, warmup=WARMUP, seed=seed, device=device)
+    return model, tok, log, time.perf_counter() - t0
+
+
+def trainable_share(model, m: Method) -> tuple[int, float]:
+    """(trainable values, their share of the base model's parameters)."""
+    with torch.device("meta"):
+        base = sum(p.numel() for p in Llama(model.cfg).parameters())
+    n = base if m.method is None else peft.trainable_parameters(model)
+    return n, n / base
+
+
+# ----------------------------------------------------------------------------- ship
+def _files(full: bool) -> tuple[str, ...]:
+    """The files a shipped adapter's card vouches for: a whole model, or the adapter."""
+    return ("model.safetensors", "config.json") if full else peft.io.FILES["minillama"]
+
+
+def adapter_card(directory) -> dict:
+    """The card of the shipped adapter at ``directory`` (or named so in ``adapters/``),
+    after checking each of its files against the card's sha256."""
+    directory = _adapter_dir(directory)
+    path = directory / "card.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} has no card.json: not a shipped adapter")
+    card = read_json(path)
+    if not isinstance(card, dict) or "method" not in card:
+        raise ValueError(f"{path} is not an adapter card (no 'method')")
+    return verify(directory, required=_files(card["method"] is None))
+
+
+def _adapter_dir(directory) -> Path:
+    directory = Path(directory)
+    if not directory.is_dir() and (ADAPTER_DIR / str(directory)).is_dir():
+        return ADAPTER_DIR / str(directory)
+    if not directory.is_dir():
+        known = sorted(p.name for p in ADAPTER_DIR.glob("*") if p.is_dir())
+        raise FileNotFoundError(f"no adapter {str(directory)!r}; shipped: {known}")
+    return directory
+
+
+def load_adapter(directory, device="cpu", check: bool = True):
+    """(model, tokenizer, card) of a shipped adapter: the base with it loaded (full
+    fine-tuning: the whole model), every file checked against the card's sha256."""
+    directory = _adapter_dir(directory)
+    card = adapter_card(directory) if check else {}
+    full = (directory / "config.json").is_file()
+    base, tok, _ = load_reference(BASE, device=device)
+    model = load(directory).to(device) if full else peft.load(base, directory)
+    return model.eval(), tok, card
+
+
+def publish(model, tok, m: Method, dest, facts: dict, device="cpu") -> dict:
+    """Write the trained ``model`` to ``dest`` with its card, measured from the files as
+    written (so that ``python -m minillama eval dest`` finds the same figures). The
+    directory appears whole or not at all (``atomic_directory``)."""
+    with atomic_directory(dest, replaces=("*",)) as tmp:
+        if m.method is None:
+            save(model.to(torch.bfloat16), tmp / "w")
+        else:
+            peft.save(model, tmp / "w")
+        for f in (tmp / "w").iterdir():
+            f.rename(tmp / f.name)
+        (tmp / "w").rmdir()
+        loaded, _, _ = load_adapter(tmp, device=device, check=False)
+        card = dict(facts, method=m.method, **card_figures(measure(loaded, tok, device=device)),
+                    sha256={f: sha256_file(tmp / f) for f in _files(m.method is None)})
+        write_json(card, tmp / "card.json")
+    return card
+
+
+def card_figures(fig: dict) -> dict:
+    """The card's figures from ``measure``: test exact match, interval, forgetting."""
+    base = base_figures()
+    return {"test_exact_match": round(fig["exact_match"], 4), "test_records": fig["n"],
+            "ci95": fig["ci95"], "plain_exact_match": round(fig["plain_exact_match"], 4),
+            "forgetting": round(base["plain_exact_match"] - fig["plain_exact_match"], 4),
+            "heldout_families_exact_match": round(fig["heldout_families_exact_match"], 4),
+            "test_loss": round(fig["loss"], 4),
+            "per_family": {k: round(v, 4) for k, v in fig["per_family"].items()}}
+
+
+# ----------------------------------------------------------------------------- the set
+# Learning rates tried for each swept method; the others take the rate of their parent
+# (QLoRA that of LoRA q,v, for a like-for-like comparison; V1 random gates that of V1; the
+# V2 ablations that of V2).
+SWEEP = {"full": (3e-5, 1e-4, 3e-4), "lora-qv": (1e-3, 3e-3, 1e-2),
+         "lora-all": (1e-3, 3e-3, 1e-2), "adapter-v1": (3e-3, 1e-2, 3e-2),
+         "adapter-v2": (3e-3, 1e-2, 3e-2), "excitor": (3e-3, 1e-2, 3e-2)}
+PARENT = {"qlora": "lora-qv", "adapter-v1-random": "adapter-v1",
+          "adapter-v2-no-bias-scale": "adapter-v2", "adapter-v2-no-norms": "adapter-v2",
+          "adapter-v2-no-prompts": "adapter-v2"}
+
+
+def adapter_name(name: str, noisy: bool = False, seed: int = 0) -> str:
+    return name + ("-noisy" if noisy else "") + (f"-s{seed}" if seed else "")
+
+
+# (method, noisy, seed) of every shipped adapter: each method once on clean data; the V1
+# gates and the noisy-label LoRA/Excitor comparison over three seeds.
+SHIPPED = ([(name, False, 0) for name in METHODS]
+           + [(name, False, s) for name in ("adapter-v1", "adapter-v1-random") for s in SEEDS[1:]]
+           + [(name, True, s) for name in ("lora-qv", "excitor") for s in SEEDS])
