@@ -4,6 +4,7 @@
     python -m minillama generate minillama/reference/stories --prompt "Once upon a time"
     python -m minillama count llama2-7b llama3-8b
     python -m minillama eval minillama/reference/arithmetic
+    python -m minillama eval minillama/adapters/lora-qv   # a shipped PEFT adapter
     python -m minillama publish runs/stories      # -> minillama/reference/stories (bf16)
 
 Bad arguments and bad paths end with one line on stderr and exit status 2, no traceback.
@@ -22,11 +23,12 @@ import torch
 
 from . import load, save
 from .config import CONFIGS
+from .files import read_json
 from .finetune import finetune
 from .model import count_parameters, kv_cache_bytes_per_token
 from .recipes import RECIPES, build_data, get_recipe, initial_model
 from .reference import REFERENCE_DIR, hardware, verify, write_card
-from .tasks import qa_prompt
+from .tasks import bench, qa_prompt
 from .tokenizer import Tokenizer
 from .train import NonFiniteLoss, setup_distributed, train
 
@@ -136,7 +138,30 @@ def cmd_count(args):
               f"{kv_cache_bytes_per_token(name) / 1024:20.2f}")
 
 
+def _is_adapter(path) -> bool:
+    card = Path(path) / "card.json"
+    return card.is_file() and "test_exact_match" in read_json(card)
+
+
+def cmd_eval_adapter(args):
+    """Re-measure a shipped adapter's card figures from its files (``tasks/bench.py``)."""
+    model, tok, card = bench.load_adapter(args.checkpoint)
+    figures = bench.card_figures(bench.measure(model, tok))
+    result = {"adapter": args.checkpoint, **figures,
+              "card_agrees": all(figures[k] == card.get(k) for k in CARD_FIGURES)}
+    print(json.dumps(result, indent=2))
+    if not result["card_agrees"]:
+        differ = {k: (card.get(k), figures[k]) for k in CARD_FIGURES if figures[k] != card.get(k)}
+        raise ValueError(f"{args.checkpoint}: re-measured figures differ from card.json "
+                         f"(card, measured): {differ}")
+
+
+CARD_FIGURES = ("test_exact_match", "test_records", "ci95", "forgetting")
+
+
 def cmd_eval(args):
+    if _is_adapter(args.checkpoint):
+        return cmd_eval_adapter(args)
     model, tok = _load_with_tokenizer(args.checkpoint)
     name = args.recipe or model.cfg.name
     recipe = get_recipe(name)
@@ -230,7 +255,8 @@ def build_parser():
     c.add_argument("models", nargs="*",
                    help="names from minillama.CONFIGS (default: all of them)")
     c.set_defaults(fn=cmd_count)
-    e = sub.add_parser("eval", help="validation loss (and accuracy) of a checkpoint")
+    e = sub.add_parser("eval", help="validation loss (and accuracy) of a checkpoint, or a "
+                                    "shipped adapter's card figures re-measured")
     e.add_argument("checkpoint")
     e.add_argument("--recipe", help="recipe whose validation data to use (default: the model's)")
     e.add_argument("-n", type=_positive_int, default=200,

@@ -1,6 +1,6 @@
 """Train the PEFT benchmark's shipped adapters (``minillama/tasks/bench.py``).
 
-    python scripts/train_adapters.py problems        # write adapters/problems.json
+    python scripts/train_adapters.py problems        # adapters/problems.json, base.json
     python scripts/train_adapters.py sweep           # learning rates -> adapters/sweep.json
     python scripts/train_adapters.py train [NAME...] # every adapter of bench.SHIPPED (or NAME)
 
@@ -26,9 +26,14 @@ from minillama.tasks import bench
 
 
 def cmd_problems(args):
+    """The problems, then the base's skill on its own 1,000 (adapters/base.json)."""
     problems = bench.make_problems()
+    bench.ADAPTER_DIR.mkdir(exist_ok=True)
     write_json(problems, bench.ADAPTER_DIR / "problems.json")
-    print(f"{len(problems['test'])} test and {len(problems['val'])} validation problems")
+    print({k: len(v) for k, v in problems.items()})
+    skill = bench.base_skill()
+    write_json({"base": bench.BASE, **skill}, bench.ADAPTER_DIR / "base.json")
+    print(json.dumps(skill, indent=2))
 
 
 def cmd_sweep(args):
@@ -62,12 +67,12 @@ def cmd_train(args):
     todo = [s for s in bench.SHIPPED if not args.names or bench.adapter_name(*s) in args.names]
     for name, noisy, seed in todo:
         m = bench.method(name)
-        model, tok, log, wall = bench.run(m, noisy=noisy, seed=seed)
+        model, tok, log, wall = bench.run(m, noisy=noisy, seed=seed, steps=args.steps)
         n, share = bench.trainable_share(model, m)
         facts = {"name": bench.adapter_name(name, noisy, seed), "recipe": name,
                  "about": m.about, "options": m.options, "gates": m.gates,
                  "frozen": list(m.freeze), "data": "noisy" if noisy else "clean",
-                 "noise": bench.NOISE if noisy else 0.0, "seed": seed, "steps": bench.STEPS,
+                 "noise": bench.NOISE if noisy else 0.0, "seed": seed, "steps": args.steps,
                  "batch": bench.BATCH, "lr": m.lr, "warmup": bench.WARMUP,
                  "trainable_parameters": n, "trainable_share": round(share, 6),
                  "wall_time_s": round(wall, 1), "hardware": hardware(),
@@ -86,6 +91,8 @@ def main(argv=None):
     sub.add_parser("problems")
     for name in ("sweep", "train"):
         sub.add_parser(name).add_argument("names", nargs="*")
+    sub.choices["train"].add_argument("--steps", type=int, default=bench.STEPS,
+                                      help="(development only: the shipped set uses STEPS)")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     {"problems": cmd_problems, "sweep": cmd_sweep, "train": cmd_train}[args.command](args)

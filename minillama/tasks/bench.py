@@ -46,7 +46,7 @@ BASE = "peft-base"
 TRAIN_FAMILIES = ["max_list", "uppercase", "count_words", "refusal", "list_to_csv"]
 HELDOUT_FAMILIES = ["min_list", "capitalize"]       # siblings of max_list and uppercase
 NOISE = 0.3                                         # the noisy variant: 30% wrong answers
-N_TRAIN, N_VAL, N_TEST = 2400, 300, 500
+N_TRAIN, N_VAL, N_TEST, N_BASE = 2400, 300, 500, 1000
 STEPS, BATCH, WARMUP = 150, 16, 15
 SEEDS = (0, 1, 2)                                   # where a claim needs several runs
 ADAPTER_DIR = Path(__file__).resolve().parent.parent / "adapters"
@@ -146,7 +146,7 @@ def make_problems() -> dict:
     test = _unseen(N_TEST, seed=8)
     taken = set(map(_key, test))
     val = [r for r in _unseen(N_VAL + N_TEST, seed=9) if _key(r) not in taken][:N_VAL]
-    return {"test": test, "val": val}
+    return {"test": test, "val": val, "base": _unseen(N_BASE, seed=10)}
 
 
 @lru_cache(maxsize=1)
@@ -158,6 +158,11 @@ def _problems() -> dict:
 def test_records() -> list[dict]:
     """``N_TEST`` problems of all seven families, unseen in pretraining and training."""
     return [dict(r) for r in _problems()["test"]]
+
+
+def base_records() -> list[dict]:
+    """``N_BASE`` unseen problems on which the base's own skill is measured."""
+    return [dict(r) for r in _problems()["base"]]
 
 
 def val_records() -> list[dict]:
@@ -183,8 +188,20 @@ def measure(model, tok, records=None, device="cpu") -> dict:
 
 @lru_cache(maxsize=1)
 def base_figures() -> dict:
+    """The base model on the test set (forgetting is measured from its plain-form score)."""
     model, tok, _ = load_reference(BASE)
     return measure(model, tok)
+
+
+def base_skill(device="cpu") -> dict:
+    """The base on ``N_BASE`` unseen problems, plain form vs the Alpaca template."""
+    model, tok, _ = load_reference(BASE, device=device)
+    fig = measure(model, tok, base_records(), device=device)
+    plain_hits = round(fig["plain_exact_match"] * fig["n"])
+    return {"n": fig["n"], "plain_exact_match": round(fig["plain_exact_match"], 4),
+            "plain_ci95": [round(x, 4) for x in wilson_interval(plain_hits, fig["n"])],
+            "alpaca_exact_match": round(fig["exact_match"], 4), "alpaca_ci95": fig["ci95"],
+            "plain_per_family": {k: round(v, 4) for k, v in fig["plain_per_family"].items()}}
 
 
 # ----------------------------------------------------------------------------- train
@@ -227,7 +244,10 @@ def run(m: Method, noisy: bool = False, seed: int = 0, steps: int = STEPS, devic
     t0 = time.perf_counter()
     log = finetune(model, tok, train_records(noisy), steps=steps, lr=lr or m.lr,
                    batch_size=BATCH, warmup=WARMUP, seed=seed, device=device)
-    return model, tok, log, time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    for ingredient in m.freeze:         # saved with the rest, still at their identity init
+        _parts(model, ingredient).requires_grad_(True)
+    return model, tok, log, wall
 
 
 def trainable_share(model, m: Method) -> tuple[int, float]:
