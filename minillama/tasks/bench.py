@@ -32,13 +32,13 @@ import torch
 from .. import peft
 from ..checkpoints import load, save
 from ..data import instruction_data
+from ..files import atomic_directory, read_json, write_json
 from ..finetune import finetune, greedy_score
 from ..metrics import wilson_interval
+from ..model import Llama
 from ..peft.adapter_v1 import top_layers
 from ..peft.adapter_v2 import BiasScaleLinear
 from ..peft.lora import TARGETS
-from ..files import atomic_directory, read_json, write_json
-from ..model import Llama
 from ..reference import load_reference, sha256_file, verify
 from .text import MIXED_FAMILIES, SKILL_FAMILIES, task_prompt
 
