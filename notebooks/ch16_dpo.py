@@ -42,7 +42,7 @@
 # does accuracy follow?
 #
 # **Profiles.** `MINILLAMA_PROFILE=cpu` (the default without a GPU) runs a few dozen DPO
-# steps from the shipped models, in one to two minutes on two cores (the last cell
+# steps from the shipped models, in under two minutes on two cores (the last cell
 # prints the wall time); `full` (the default on CUDA) uses more pairs, longer runs,
 # and sweeps $\beta$.
 
