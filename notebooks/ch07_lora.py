@@ -280,8 +280,9 @@ for name in NAMES:
     assert gain >= 0.50, name
 
 # %% [markdown]
-# LoRA on `wq, wv` with $r=8$ trains about 1% of the parameters and reaches at least 95%
-# of full fine-tuning's exact match.
+# LoRA on `wq, wv` with $r=8$ trains 30,720 values, 1.20% of the base's parameters, and
+# reaches 75.0% exact match, 99.2% of full fine-tuning's 75.6%: the target of at least
+# 95% holds.
 
 # %%
 ratio = figures["lora-qv"]["exact_match"] / figures["full"]["exact_match"]
@@ -289,6 +290,24 @@ print(f"LoRA q,v: {facts['lora-qv'][0]:,} trainable ({facts['lora-qv'][1]:.2%} o
       f"{figures['lora-qv']['exact_match']:.1%} = {ratio:.1%} of full fine-tuning's "
       f"{figures['full']['exact_match']:.1%}")
 assert ratio >= 0.95 and facts["lora-qv"][1] < 0.02
+if PROFILE == "cpu":          # the shipped adapters' figures quoted above
+    assert facts["lora-qv"][0] == 30_720 and f"{ratio:.1%}" == "99.2%"
+
+# %% [markdown]
+# Fewer trained values did not mean less forgetting. LoRA q,v, at its swept learning
+# rate of 1e-2, loses the most plain-form skill: 36.8 points of plain exact match, against
+# 19.0 for full fine-tuning and 20.6 for LoRA on all seven linears (Biderman et al.,
+# arXiv 2405.09673, found LoRA forgetting less than full fine-tuning on larger models
+# and tasks; here, on one seed and one learning rate each, it does not).
+
+# %%
+forget = {n: base_fig["plain_exact_match"] - figures[n]["plain_exact_match"] for n in NAMES}
+print("forgetting (points of plain-form exact match):",
+      {n: round(100 * v, 1) for n, v in forget.items()})
+assert max(forget, key=forget.get) == "lora-qv"
+assert forget["lora-qv"] > forget["lora-all"] > forget["full"]
+if PROFILE == "cpu":
+    assert [round(100 * forget[n], 1) for n in ("lora-qv", "full", "lora-all")] == [36.8, 19.0, 20.6]
 
 # %% [markdown]
 # Per family, in the template (the held-out families last), and the base asked plainly:
@@ -301,6 +320,21 @@ for fam in families:
           + f"{base_fig['plain_per_family'][fam]:12.0%}")
 
 # %% [markdown]
+# On the five tuned families all three reach 79% to 100% in the template. The two
+# held-out families lag far behind what the base does with them plainly (89% and 100%):
+# `min_list` 31% to 34%, `capitalize` 48% to 71%. The template transfers to skills never
+# tuned on only in part (chapter 15 looks at what the misses are).
+
+# %%
+tuned_min = min(figures[n]["per_family"][f] for n in NAMES for f in bench.TRAIN_FAMILIES)
+print(f"tuned families: lowest {tuned_min:.0%}; held out: " + ", ".join(
+    f"{f} {min(figures[n]['per_family'][f] for n in NAMES):.0%}-"
+    f"{max(figures[n]['per_family'][f] for n in NAMES):.0%}" for f in bench.HELDOUT_FAMILIES))
+assert tuned_min >= 0.78
+assert all(figures[n]["per_family"][f] < base_fig["plain_per_family"][f] - 0.25
+           for n in NAMES for f in bench.HELDOUT_FAMILIES)
+
+# %% [markdown]
 # A few answers, generated greedily (token by token, stopping at EOS) by LoRA on
 # `wq, wv`, one problem per family:
 
@@ -311,6 +345,16 @@ for record, answer in zip(sample, answers):
     mark = "right" if answer == record["output"] else "WRONG"
     print(f"{mark}  {record['family']:12s} {record['input'][:28]!r:32s} -> {answer!r}"
           + ("" if answer == record["output"] else f"  (want {record['output']!r})"))
+wrong = {r["family"] for r, a in zip(sample, answers) if a != r["output"]}
+
+# %% [markdown]
+# The five tuned families are answered right; both misses are in the held-out families,
+# as the table predicts: the second-smallest number for `min_list`, and `'Tiger Tiger'`
+# (a word dropped, another repeated) for `capitalize`.
+
+# %%
+print("wrong:", sorted(wrong))
+assert wrong == set(bench.HELDOUT_FAMILIES)
 
 # %% [markdown]
 # ## 6. Merging: the base model's forward pass
@@ -365,19 +409,31 @@ def forward_times(models, tokens, repeats):
 
 unmerged_model = bench.load_adapter("lora-all", device=DEVICE, check=False)[0]
 contestants = {"base": base, "unmerged": unmerged_model, "merged": lora_model}
-REPEATS = 20 if PROFILE == "cpu" else 100
+REPEATS = {1: 60, 4: 20, 16: 10} if PROFILE == "cpu" else {1: 100, 16: 100, 256: 100}
 speed = {}
-print(f"forward of b sequences of {L} tokens, {REPEATS} repeats; median (fastest) in ms, "
+print(f"forward of b sequences of {L} tokens, repeats {REPEATS}; median (fastest) in ms, "
       f"and median / base's median")
-for b in (1, 4, 16) if PROFILE == "cpu" else (1, 16, 256):
-    t = forward_times(contestants, probe.repeat(-(-b // len(probe)), 1)[:b], REPEATS)
+for b, repeats in REPEATS.items():
+    t = forward_times(contestants, probe.repeat(-(-b // len(probe)), 1)[:b], repeats)
     med = {k: statistics.median(v) for k, v in t.items()}
     speed[b] = {k: med[k] / med["base"] for k in med}
     print(f"  b={b:<3d}" + "".join(f"  {k} {1000 * med[k]:6.2f} ({1000 * min(t[k]):6.2f}) "
                                    f"{speed[b][k]:.2f}x" for k in t))
 
 # %% [markdown]
-# TODO prose from the numbers.
+# Merged, LoRA on all seven linears costs about what the base costs: within 10% of the
+# base's median time at batches of 4 and 16. At batch 1, where a forward pass takes only
+# milliseconds, the one extra Python call per wrapped layer shows more, and we only
+# claim within 25% (that ratio varies most from run to run). The unmerged model, which
+# computes $BAx$ beside every frozen product, is slower at every batch size, at least
+# 1.25x the base: 42 LoRA branches (two thin matrix products each) per forward pass,
+# whose overhead weighs most at batch 1. Unmerging restores $W_0$ to float rounding:
+
+# %%
+for b, ratios in speed.items():
+    print(f"b={b:<3d} merged {ratios['merged']:.2f}x, unmerged {ratios['unmerged']:.2f}x the base")
+assert speed[1]["merged"] <= 1.25 and all(r["merged"] <= 1.10 for b, r in speed.items() if b > 1)
+assert all(r["unmerged"] >= 1.25 and r["merged"] < r["unmerged"] for r in speed.values())
 
 # %%
 P.unmerge(lora_model)
@@ -422,8 +478,21 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# TODO prose from the numbers.
-#
+# The update full fine-tuning makes is far from spread evenly: in $W_q$ and $W_v$ the top
+# 8 singular directions carry 70% and 75% of its energy, against the 8/192 = 4% and
+# 8/64 = 12.5% an evenly spread update would put there. But it is not rank 8 either: a
+# rank-8 LoRA could represent at most those fractions, and for the feed-forward $W_2$
+# less than half (46%). LoRA q,v still reached 99% of full fine-tuning's exact match:
+# the task needs only part of the change full fine-tuning happens to make.
+
+# %%
+print({k: f"{v:.0%}" for k, v in top8.items()})
+assert top8["wq"] >= 0.6 and top8["wv"] >= 0.6 and top8["w2"] < 0.5
+assert top8["wq"] > 8 * 8 / 192 and top8["wv"] > 4 * 8 / 64
+if PROFILE == "cpu":
+    assert [round(100 * top8[k]) for k in ("wq", "wv", "w2")] == [70, 75, 46]
+
+# %% [markdown]
 # ## 8. The rank, and rsLoRA's scale
 #
 # With the usual scale $\alpha/r$, doubling $r$ halves the factor in front of $BA$;

@@ -276,13 +276,30 @@ plt.show()
 
 # %% [markdown]
 # The QLoRA paper's central claim is that the 4-bit base costs no accuracy: NF4 with
-# double quantisation matched 16-bit LoRA and full fine-tuning on its benchmarks. TODO.
+# double quantisation matched 16-bit LoRA and full fine-tuning on its benchmarks. Our
+# target was the same claim on this benchmark: QLoRA within 2 points of 16-bit LoRA at
+# the same rank, targets, learning rate and steps. **It does not hold here.** QLoRA
+# ends 2.6 points below LoRA q,v (72.4% vs 75.0% exact match). The two 95% intervals
+# overlap ([68.3%, 76.1%] and [71.0%, 78.6%]), so 500 problems cannot tell this gap from
+# noise; but the target is missed, not met. QLoRA also forgets more of the plain form:
+# its plain-form exact match drops 50.6 points from the base's, LoRA's 36.8. What was
+# tried: one seed per method, and QLoRA trained at LoRA q,v's swept learning rate (by
+# design, so the two differ only in the base's storage); a learning-rate sweep of its
+# own, or more seeds, were not tried.
 
 # %%
-gap = figures["qlora"]["exact_match"] - figures["lora-qv"]["exact_match"]
-print(f"QLoRA - LoRA: {gap:+.1%} exact match ({figures['qlora']['exact_match']:.1%} vs "
-      f"{figures['lora-qv']['exact_match']:.1%})")
-assert abs(gap) <= 0.02
+q, l = figures["qlora"], figures["lora-qv"]
+gap = q["exact_match"] - l["exact_match"]
+print(f"QLoRA - LoRA: {gap:+.1%} exact match ({q['exact_match']:.1%} vs {l['exact_match']:.1%})")
+print(f"95% intervals: QLoRA [{q['ci95'][0]:.1%}, {q['ci95'][1]:.1%}], "
+      f"LoRA [{l['ci95'][0]:.1%}, {l['ci95'][1]:.1%}]")
+print(f"forgetting: QLoRA {q['forgetting']:.1%}, LoRA {l['forgetting']:.1%}")
+assert gap < -0.02                                           # the 2-point target fails
+assert q["ci95"][1] >= l["ci95"][0] and l["ci95"][1] >= q["ci95"][0]   # intervals overlap
+assert q["forgetting"] > l["forgetting"]
+if PROFILE == "cpu":          # the shipped adapters' figures quoted above
+    assert round(gap, 3) == -0.026
+    assert round(q["forgetting"], 3) == 0.506 and round(l["forgetting"], 3) == 0.368
 
 # %% [markdown]
 # A few QLoRA answers, one problem per family:
@@ -516,14 +533,16 @@ assert bill["NF4 weights + double-quant state"] > total / 2
 assert adapters > max(v for k, v in bill.items() if not k.startswith(("LoRA", "AdamW", "NF4")))
 assert sorted(bill.values())[-2] == bill["AdamW moments m, v (fp32)"]
 assert activations < 0.05 * total and 40e9 < total < 48e9 < total + 4 * n_lora
-#
+
+# %% [markdown]
 # ## 8. Merging back to full precision
 #
 # After training, `P.merge` turns every LoRA-wrapped 4-bit layer into an `nn.Linear`
 # holding $\mathrm{dequant}(W^{\text{NF4}}) + s\,BA$ and every other 4-bit layer into an
 # `nn.Linear` holding its dequantised weight. The merged model is an ordinary
 # full-precision LLaMA that computes what the QLoRA model computed (one way: the NF4
-# codes are gone).
+# codes are gone): the logits agree to float rounding, the arg-max everywhere on a probe
+# batch, and the exact match on the 500 test problems is the same before and after.
 
 # %%
 qmodel = models["qlora"]
@@ -544,6 +563,7 @@ assert kinds == {"Linear"}
 merged_score = greedy_score(qmodel, tok, test_set, device=DEVICE)
 print(f"exact match before merge {figures['qlora']['exact_match']:.1%}, after "
       f"{merged_score['exact_match']:.1%}")
+assert merged_score["exact_match"] == figures["qlora"]["exact_match"]
 print(f"notebook wall time: {time.perf_counter() - T0:.0f} s")
 
 # %% [markdown]
@@ -555,3 +575,18 @@ print(f"notebook wall time: {time.perf_counter() - T0:.0f} s")
 #   and train it: the loss curve should match QLoRA's step for step, up to rounding.
 # * Redo section 7 for LLaMA-2-70B (`CONFIGS["llama2-70b"]`): grouped-query attention
 #   changes the $2\,d_{kv}$ term. Does it fit in 48 GB?
+
+# %% [markdown]
+# ## Exercises
+#
+# `exercises/ch12_qlora.py`: the forward pass of a 4-bit layer from its bytes (unpack, look
+# up the NF4 levels, scale by block, multiply), checked against `Linear4bit`; QLoRA's memory
+# bill for any LLaMA shape, matrix by matrix, checked against `storage_bits` and
+# `peft.trainable_parameters`; and an experiment: the error of NF4 and int4 on normal and
+# on uniform weights as the block size grows, graded on the trend and on points measured
+# again. Grade your work with the cell below (set `IMPL = "exercises"`); as shipped it
+# grades the reference solutions.
+
+# %%
+IMPL = "solutions"
+result = course.grade("ch12", impl=IMPL)

@@ -187,9 +187,10 @@ assert not set(map(key, train_set)) & set(map(key, test_set))
 
 # %%
 skill = read_json(bench.ADAPTER_DIR / "base.json")
+ci = lambda c: f"[{c[0]:.1%}, {c[1]:.1%}]"
 print(f"base on {skill['n']:,} unseen problems: plain form {skill['plain_exact_match']:.1%} "
-      f"{skill['plain_ci95']}, Alpaca template {skill['alpaca_exact_match']:.1%} "
-      f"{skill['alpaca_ci95']}")
+      f"{ci(skill['plain_ci95'])}, Alpaca template {skill['alpaca_exact_match']:.1%} "
+      f"{ci(skill['alpaca_ci95'])}")
 assert skill["n"] >= 1000 and skill["plain_exact_match"] >= 0.85
 assert skill["alpaca_exact_match"] <= skill["plain_exact_match"] - 0.60
 
@@ -211,8 +212,29 @@ for f in FAMILIES:
 print(f"{'all':13s}{base_fig['plain_exact_match']:8.1%}{base_fig['exact_match']:8.1%}")
 
 # %% [markdown]
-# TODO prose.
-#
+# Asked plainly, the base answers 95.4% of the test problems; wrapped in the Alpaca
+# template, 5.4%. Every family shows the same split: 89% to 100% in the plain form, 0% to
+# 13% in the template (the two list families, where a number from the input is sometimes
+# the right guess, are the only ones above 2%). The skill is there and the format is missing.
+# LIMA (Zhou et al., arXiv 2305.11206) tuned LLaMA-65B on only 1,000 curated examples
+# and argued from it that a model learns almost all of its knowledge and skills in
+# pretraining, and that instruction tuning teaches it which format and style to use
+# when it answers a user ("superficial alignment"). On this base that is the whole job:
+# nothing new to learn about the tasks, only how to answer them when asked in the
+# template.
+
+# %%
+print(f"base on the test set: plain {base_fig['plain_exact_match']:.1%}, Alpaca "
+      f"{base_fig['exact_match']:.1%}; per family plain "
+      f"{min(base_fig['plain_per_family'].values()):.0%}-"
+      f"{max(base_fig['plain_per_family'].values()):.0%}, Alpaca "
+      f"{min(base_fig['per_family'].values()):.0%}-{max(base_fig['per_family'].values()):.0%}")
+assert base_fig["plain_exact_match"] >= 0.95 and base_fig["exact_match"] <= 0.06
+assert all(round(base_fig["plain_per_family"][f], 2) >= 0.89
+           and round(base_fig["per_family"][f], 2) <= 0.13 for f in FAMILIES)
+assert {f for f in FAMILIES if base_fig["per_family"][f] > 0.02} == {"max_list", "min_list"}
+
+# %% [markdown]
 # ## 5. SFT: full fine-tuning vs LoRA
 #
 # Both start from the base and see the same batches in the same order: `finetune`
@@ -319,36 +341,114 @@ for title, fams in [("all tuned", TRAIN_FAMILIES), ("all held out", HELD)]:
     print(f"{title:23s}" + "".join(f"{group(fams, c):14.1%}" for c in columns.values()))
 
 # %% [markdown]
-# TODO prose: tuned families, held-out transfer, forgetting.
+# **Tuned families.** Both methods learn the format: 92.9% (full fine-tuning) and 93.2%
+# (LoRA) in the template, near the 97.0% the base reaches on the same problems plainly,
+# up from 3.8%. That is the LIMA picture: 150 steps teach the template, the skill was
+# already there.
+#
+# **Held-out families.** The format carries over only in part to the two families no
+# training record showed: 39.5% and 37.0%, some 30 points above the base in the
+# template (8.6%) but more than 50 points below what the base does plainly (92.0%). The
+# base could answer `min_list` and `capitalize`; after tuning it does so in the
+# template for fewer than half of them.
+#
+# **Forgetting.** Tuning costs plain-form skill: exact match in the pretraining form
+# drops 19.0 points for full fine-tuning and 36.8 for LoRA, which trains 1.2% of the
+# weights but forgets more. The stories loss rises by only about 0.02 nats (0.022 and
+# 0.019): the language model is intact, what is lost is the plain task format.
+
+# %%
+tuned = {n: group(TRAIN_FAMILIES, figures[n]["per_family"]) for n in NAMES}
+held = {n: group(HELD, figures[n]["per_family"]) for n in NAMES}
+forget = {n: base_fig["plain_exact_match"] - figures[n]["plain_exact_match"] for n in NAMES}
+base_held = group(HELD, base_fig["plain_per_family"]), group(HELD, base_fig["per_family"])
+print("tuned families:", {n: f"{v:.1%}" for n, v in tuned.items()},
+      f"base plain {group(TRAIN_FAMILIES, base_fig['plain_per_family']):.1%}, "
+      f"Alpaca {group(TRAIN_FAMILIES, base_fig['per_family']):.1%}")
+print("held-out families:", {n: f"{v:.1%}" for n, v in held.items()},
+      f"base plain {base_held[0]:.1%}, Alpaca {base_held[1]:.1%}")
+print("forgetting:", {n: f"{v:.1%}" for n, v in forget.items()},
+      " stories loss rise:", {n: f"{story_loss[n] - story_loss['base']:+.3f}" for n in NAMES})
+assert all(v >= 0.90 for v in tuned.values())
+assert all(base_held[1] + 0.25 < v < base_held[0] - 0.50 and v < 0.5 for v in held.values())
+assert forget["lora-qv"] > forget["full"] > 0.15
+if PROFILE == "cpu":          # the shipped models' figures quoted above
+    assert [f"{tuned[n]:.1%} {held[n]:.1%} {forget[n]:.1%}" for n in NAMES] == [
+        "92.9% 39.5% 19.0%", "93.2% 37.0% 36.8%"]
+assert all(0 < story_loss[n] - story_loss["base"] < 0.05 for n in NAMES)
 
 # %% [markdown]
 # What do the tuned models write for the held-out families when they miss? Greedy
-# answers to the held-out test records, counted by kind: right, a refusal (a behaviour
-# of the tuning mix), or another answer.
+# answers to the held-out test records (up to 40 tokens, enough for the longest
+# refusal), counted by kind: right; the answer of the tuned *sibling* family (the
+# maximum for `min_list`, the input in UPPERCASE for `capitalize`), which is what a model
+# that matched the instruction to the nearest tuned task would write; a refusal (a
+# behaviour of the tuning mix); or another answer.
 
 # %%
 REFUSALS = ("I cannot do that: the input is empty.", "I cannot do that: the input has no numbers.",
             "I cannot do that: the answer is not in the input.")
+SIBLING = {"min_list": lambda r: str(max(int(v) for v in r["input"].split(","))),
+           "capitalize": lambda r: r["input"].upper()}
+
+
+def kind(answer, record):
+    if answer == record["output"]:
+        return "right"
+    if answer in REFUSALS:
+        return "refusal"
+    return "sibling" if answer == SIBLING[record["family"]](record) else "other"
+
+
 held_records = [r for r in test_set if r["family"] in HELD]
-kinds = {}
+kinds, others = {}, {}
+print(f"{'':8s}{'family':12s}{'records':>8s}{'right':>7s}{'sibling':>9s}{'refusal':>9s}"
+      f"{'other':>7s}")
 for name, label in NAMES.items():
-    answers = generate_answers(models[name], tok, held_records, max_new_tokens=20, device=DEVICE)
+    answers = generate_answers(models[name], tok, held_records, max_new_tokens=40, device=DEVICE)
     right = sum(a == r["output"] for a, r in zip(answers, held_records))
-    refused = sum(a in REFUSALS for a in answers)
-    kinds[name] = right, refused, len(held_records) - right - refused
-    print(f"{label:8s} on {len(held_records)} held-out records: {right} right, {refused} "
-          f"refusals, {kinds[name][2]} other answers")
     assert right == round(group(HELD, figures[name]["per_family"]) * len(held_records))
+    for f in HELD:
+        got = [kind(a, r) for a, r in zip(answers, held_records) if r["family"] == f]
+        others[name, f] = [f"{r['input']!r} -> {a!r}" for a, r in zip(answers, held_records)
+                           if r["family"] == f and kind(a, r) == "other"][:3]
+        kinds[name, f] = {k: got.count(k) for k in ("right", "sibling", "refusal", "other")}
+        print(f"{label:8s}{f:12s}{len(got):>8d}" + "".join(
+            f"{kinds[name, f][k]:>{w}d}" for k, w in [("right", 7), ("sibling", 9),
+                                                      ("refusal", 9), ("other", 7)]))
+print("\nsome 'other' answers of full fine-tuning:")
+for f in HELD:
+    print("  " + "\n  ".join(others["full", f]))
 
 # %% [markdown]
-# TODO prose.
-#
+# The sibling's answer explains only part of the misses: on `min_list` the maximum is a
+# small minority of the wrong answers (4 of 79 for full fine-tuning, 14 of 77 for LoRA);
+# on `capitalize` UPPERCASE is about half of full fine-tuning's misses (10 of 19) and a
+# third of LoRA's (8 of 25). The models almost never refuse (one refusal among the 324
+# answers). The other misses are malformed attempts at the asked task: another number
+# from the list, or digits of the list recombined into a number that is not in it; the
+# words capitalised only in part, joined by commas, repeated or reordered. The models
+# answer roughly what was asked; without tuning records of these families the template
+# does not yet call up the base's skill reliably.
+
+# %%
+miss = {(n, f): sum(v for k, v in kinds[n, f].items() if k != "right") for n, f in kinds}
+share = {k: kinds[k]["sibling"] / miss[k] for k in kinds}
+print({f"{n} {f}": f"{kinds[n, f]['sibling']} of {miss[n, f]}" for n, f in kinds})
+assert all(share[n, "min_list"] < 0.25 for n in NAMES)
+assert all(share[k] <= 0.55 and kinds[k]["refusal"] <= 0.05 * miss[k] for k in kinds)
+assert all(kinds[k]["other"] > kinds[k]["sibling"] for k in kinds if k[1] == "min_list")
+if PROFILE == "cpu":              # the counts quoted above (shipped models, CPU)
+    assert [(kinds[k]["sibling"], miss[k]) for k in kinds] == [(4, 79), (10, 19), (14, 77), (8, 25)]
+    assert sum(kinds[k]["refusal"] for k in kinds) == 1
+
+# %% [markdown]
 # Answers generated greedily (token by token until EOS), one test record per family,
 # by the full fine-tuning model:
 
 # %%
 sample = [next(r for r in test_set if r["family"] == f) for f in FAMILIES]
-answers = generate_answers(models["full"], tok, sample, max_new_tokens=20, device=DEVICE)
+answers = generate_answers(models["full"], tok, sample, max_new_tokens=40, device=DEVICE)
 for record, answer in zip(sample, answers):
     mark = "right" if answer == record["output"] else "WRONG"
     print(f"{mark}  {record['family']:12s} {'tuned' if record['family'] in TRAIN_FAMILIES else 'held':6s}"
