@@ -33,24 +33,26 @@
 #
 # | piece | file |
 # |---|---|
-# | the template `format_prompt`, `instruction_data`, `heldout_split` | `data/instructions.py` |
+# | the template `format_prompt`, `instruction_data` | `data/instructions.py` |
 # | `sft_tokens` (mask, EOS), `sft_batch`, `finetune`, `greedy_score` | `finetune.py` |
-# | LoRA: `P.apply(model, "lora", ...)` | `peft/` |
-# | the `mixed` base, `MIXED_FAMILIES`, the plain form `task_prompt` | `recipes.py`, `tasks/` |
-# | loading it: `load_reference` | `reference.py` |
-# | the stories loss for forgetting: `evaluate` | `train.py` |
+# | the PEFT benchmark: base, families, held-out families, shipped adapters | `tasks/bench.py` |
+# | the `peft-base` base, `SKILL_FAMILIES`, the plain form `task_prompt` | `recipes.py`, `tasks/` |
+# | the stories loss: `evaluate` | `train.py` |
 #
 # (all under `minillama/`)
 #
-# The base is the `mixed` reference: the `stories` model of chapter 5, pretraining
-# continued on stories mixed with task text written *plainly* (instruction, input,
-# `Answer:`, output), never in the template. Like LLaMA before Alpaca, it has met some of
-# the skills and none of the format.
+# The base is the benchmark's `peft-base` reference (chapter 7): the `stories` model of
+# chapter 5, pretraining continued on stories mixed with task text written *plainly*
+# (instruction, input, `Answer:`, output), never in the template. Like LLaMA before
+# Alpaca, it has the skills and none of the format. LIMA (Zhou et al., arXiv
+# 2305.11206) argued that this is what instruction tuning mostly does: a model learns
+# its knowledge and skills in pretraining, and tuning teaches it the format in which to
+# use them with users. Here that hypothesis can be watched family by family.
 #
-# **Profiles.** `MINILLAMA_PROFILE=cpu` (the default without a GPU) tunes on six task
-# families for a few dozen steps so the chapter runs in a minute or two on two cores;
-# `full` (the default on CUDA) tunes on all the `mixed` families except the held-out
-# ones, for far longer, and tests on many more records.
+# **Profiles.** `MINILLAMA_PROFILE=cpu` (the default without a GPU) runs a few steps of
+# full fine-tuning live to show the loss, then loads the benchmark's shipped full
+# fine-tuning and LoRA models (sha256-checked) and re-measures them on the 500 test
+# problems; `full` (the default on CUDA) trains both live on the benchmark's budget.
 
 # %%
 import time
@@ -59,23 +61,14 @@ import matplotlib.pyplot as plt
 import torch
 
 from minillama import course
-from minillama import peft as P
-from minillama.data import format_prompt, generate_stories, heldout_split, instruction_data
-from minillama.finetune import (
-    IGNORE,
-    finetune,
-    generate_answers,
-    greedy_score,
-    sft_batch,
-    sft_tokens,
-)
-from minillama.peft.lora import TARGETS
+from minillama.data import format_prompt, generate_stories, instruction_data
+from minillama.files import read_json
+from minillama.finetune import IGNORE, finetune, generate_answers, sft_batch, sft_tokens
 from minillama.reference import load_reference
-from minillama.tasks import MIXED_FAMILIES, task_prompt, task_text
+from minillama.tasks import SKILL_FAMILIES, bench, task_text
 from minillama.train import TrainConfig, evaluate
 
 PROFILE, DEVICE = course.setup()
-BASE = "mixed"
 T0 = time.perf_counter()
 print(f"profile={PROFILE} device={DEVICE}")
 
@@ -88,7 +81,7 @@ print(f"profile={PROFILE} device={DEVICE}")
 # one for records without. The response follows the last line.
 
 # %%
-records = instruction_data(200, seed=0, families=MIXED_FAMILIES)
+records = instruction_data(200, seed=0, families=SKILL_FAMILIES)
 with_input = next(r for r in records if r["input"] and r["family"] == "max_list")
 without_input = next(r for r in records if not r["input"])
 for title, record in [("with input", with_input), ("without input", without_input)]:
@@ -107,7 +100,7 @@ print(task_text(with_input))
 # as one batch; `·` marks a target of $-100$.
 
 # %%
-base, tok, card = load_reference(BASE, device=DEVICE)
+base, tok, card = load_reference(bench.BASE, device=DEVICE)
 pair = [sft_tokens(r, tok) for r in (with_input, without_input)]
 x, y = sft_batch(pair, tok.pad_id)
 print(f"batch: inputs {tuple(x.shape)}, targets {tuple(y.shape)}")
@@ -154,44 +147,32 @@ print(f"trained positions: {int(keep.sum())} of {int((everything != IGNORE).sum(
 print(f"model loss {loss.item():.4f} = by hand over the trained positions {by_hand.item():.4f}")
 print(f"the same base, loss over every real position: {all_positions.item():.4f} nats/token")
 
+assert abs(loss.item() - by_hand.item()) < 1e-4
+assert all(y[row][y[row] != IGNORE][-1].item() == tok.eos_id for row in range(len(pair)))
+
 # %% [markdown]
 # ## 3. The data, and a FLAN-style held-out split
 #
-# The records come from the task families in `mixed`'s pretraining text
-# (`MIXED_FAMILIES`). `heldout_split` removes whole families from the training set, as
-# FLAN held out whole task clusters. Two held-out families are ones the base met in its
-# pretraining text; a third, `sort_ascending`, it met nowhere. The test records are of
-# another seed, and any prompt that also occurs in training is dropped.
+# The benchmark tunes on Alpaca records of five of the base's seven families
+# (`bench.TRAIN_FAMILIES`) and keeps the other two (`bench.HELDOUT_FAMILIES`) out of the
+# training data entirely, as FLAN held out whole task clusters. Each held-out family is a
+# sibling of a tuned one: `min_list` of `max_list`, `capitalize` of `uppercase`. The
+# base can do them in the plain form, so a tuned model that answers them in the template
+# has carried the format over to a skill it was never tuned on. The 500 test problems
+# cover all seven families and occur neither in pretraining nor in training.
 
 # %%
-HELD_KNOWN = ["reverse_word", "count_words"]          # in the pretraining text, not tuned on
-HELD_NEW = ["sort_ascending"]                         # in neither
-if PROFILE == "cpu":
-    TRAIN_FAMILIES = ["refusal", "lookup_colour", "lookup_age", "max_list", "min_list",
-                      "uppercase"]
-    STEPS, BATCH, PER_FAMILY = 24, 8, 6
-    STORY_EVAL = TrainConfig(batch_size=8, seq_len=128, eval_batches=2)
-else:
-    TRAIN_FAMILIES = [f for f in MIXED_FAMILIES if f not in HELD_KNOWN]
-    STEPS, BATCH, PER_FAMILY = 1500, 32, 100
-    STORY_EVAL = TrainConfig(batch_size=32, seq_len=256, eval_batches=20)
-FAMILIES = TRAIN_FAMILIES + HELD_KNOWN + HELD_NEW
-HELD = HELD_KNOWN + HELD_NEW
-
-pool = instruction_data(2 * STEPS * BATCH, seed=0, families=FAMILIES)
-train_set, held_pool = heldout_split(pool, HELD)
-train_set = train_set[:STEPS * BATCH]                 # every training record seen once
-seen = {(r["instruction"], r["input"]) for r in train_set}
-fresh = [r for r in instruction_data(40 * PER_FAMILY * len(FAMILIES), seed=1, families=FAMILIES)
-         if (r["instruction"], r["input"]) not in seen]
-test_set = [r for f in FAMILIES for r in [q for q in fresh if q["family"] == f][:PER_FAMILY]]
-print(f"tuned on {len(TRAIN_FAMILIES)} families ({len(train_set)} records); "
-      f"held out {HELD} ({len(held_pool)} records dropped)")
-print(f"test: {len(test_set)} records, "
-      f"{min(sum(r['family'] == f for r in test_set) for f in FAMILIES)} to "
-      f"{max(sum(r['family'] == f for r in test_set) for f in FAMILIES)} per family")
+TRAIN_FAMILIES, HELD = bench.TRAIN_FAMILIES, bench.HELDOUT_FAMILIES
+FAMILIES = TRAIN_FAMILIES + HELD
+train_set, test_set = bench.train_records(), bench.test_records()
+count = lambda rs, f: sum(r["family"] == f for r in rs)
+print(f"{'family':13s}{'group':>10s}{'train':>7s}{'test':>6s}")
+for f in FAMILIES:
+    print(f"{f:13s}{'tuned' if f in TRAIN_FAMILIES else 'held out':>10s}"
+          f"{count(train_set, f):>7d}{count(test_set, f):>6d}")
+key = lambda r: (r["instruction"], r["input"])
 assert not {r["family"] for r in train_set} & set(HELD)
-
+assert not set(map(key, train_set)) & set(map(key, test_set))
 
 # %% [markdown]
 # ## 4. What the base can do before tuning
@@ -200,86 +181,144 @@ assert not {r["family"] for r in train_set} & set(HELD)
 # pass per batch (greedy decoding writes the reference exactly when the reference token
 # is the arg-max at every response position, EOS included). Its `template` argument
 # renders the prompt: the Alpaca template, or `task_prompt`, the plain form of the
-# pretraining text. The response loss of the same pass comes along.
+# pretraining text. `adapters/base.json` records the base on 1,000 unseen problems:
+# asked plainly it answers at least 85% of them, and in the template at least 60 points
+# fewer.
 
 # %%
-def by_family(model, template=format_prompt):
-    """greedy_score per family of the test set: {family: result}, plus "seen" and "held"."""
-    out = {f: greedy_score(model, tok, [r for r in test_set if r["family"] == f],
-                           device=DEVICE, template=template) for f in FAMILIES}
-    for group, fams in [("seen", TRAIN_FAMILIES), ("held: known", HELD_KNOWN),
-                        ("held: new", HELD_NEW)]:
-        n = sum(out[f]["n"] for f in fams)
-        out[group] = {"exact_match": sum(out[f]["exact_match"] * out[f]["n"] for f in fams) / n,
-                      "loss": sum(out[f]["loss"] * out[f]["n"] for f in fams) / n, "n": n}
-    return out
-
-
-story_tokens = torch.tensor([i for s in generate_stories(200, seed=777_777)
-                             for i in tok.encode(s, bos=True, eos=True)])
-scores = {"base, plain": by_family(base, task_prompt), "base, Alpaca": by_family(base)}
-story_loss = {"base": evaluate(base, story_tokens, STORY_EVAL, device=DEVICE)}
-for name, s in scores.items():
-    print(f"{name:13s} exact match: tuned-on families {s['seen']['exact_match']:6.1%}, "
-          f"held-out known {s['held: known']['exact_match']:6.1%}, "
-          f"held-out new {s['held: new']['exact_match']:6.1%}")
-print(f"base stories loss (unseen stories): {story_loss['base']:.3f}")
+skill = read_json(bench.ADAPTER_DIR / "base.json")
+ci = lambda c: f"[{c[0]:.1%}, {c[1]:.1%}]"
+print(f"base on {skill['n']:,} unseen problems: plain form {skill['plain_exact_match']:.1%} "
+      f"{ci(skill['plain_ci95'])}, Alpaca template {skill['alpaca_exact_match']:.1%} "
+      f"{ci(skill['alpaca_ci95'])}")
+assert skill["n"] >= 1000 and skill["plain_exact_match"] >= 0.85
+assert skill["alpaca_exact_match"] <= skill["plain_exact_match"] - 0.60
 
 # %% [markdown]
-# Same records, same answers, only the wrapping differs. The plain line is what the
-# base learned in pretraining; the Alpaca line is what it does with a format it never
-# saw. Whatever SFT adds on top of the plain line would be a skill learned from the
-# instruction data itself.
-#
+# The same on the test set, per family, measured here (`bench.measure` scores both
+# forms in one call). Same problems, same answers, only the wrapping differs.
+
+# %%
+def group(f, per_family):
+    """Exact match over the test records of the families ``f`` (weighted by their count)."""
+    n = [count(test_set, x) for x in f]
+    return sum(per_family[x] * k for x, k in zip(f, n)) / sum(n)
+
+
+base_fig = bench.measure(base, tok, device=DEVICE)
+print(f"{'family':13s}{'plain':>8s}{'Alpaca':>8s}")
+for f in FAMILIES:
+    print(f"{f:13s}{base_fig['plain_per_family'][f]:8.0%}{base_fig['per_family'][f]:8.0%}")
+print(f"{'all':13s}{base_fig['plain_exact_match']:8.1%}{base_fig['exact_match']:8.1%}")
+
+# %% [markdown]
+# Asked plainly, the base answers 95.4% of the test problems; wrapped in the Alpaca
+# template, 5.4%. Every family shows the same split: 89% to 100% in the plain form, 0% to
+# 13% in the template (the two list families, where a number from the input is sometimes
+# the right guess, are the only ones above 2%). The skill is there and the format is missing.
+# LIMA (Zhou et al., arXiv 2305.11206) tuned LLaMA-65B on only 1,000 curated examples
+# and argued from it that a model learns almost all of its knowledge and skills in
+# pretraining, and that instruction tuning teaches it which format and style to use
+# when it answers a user ("superficial alignment"). On this base that is the whole job:
+# nothing new to learn about the tasks, only how to answer them when asked in the
+# template.
+
+# %%
+print(f"base on the test set: plain {base_fig['plain_exact_match']:.1%}, Alpaca "
+      f"{base_fig['exact_match']:.1%}; per family plain "
+      f"{min(base_fig['plain_per_family'].values()):.0%}-"
+      f"{max(base_fig['plain_per_family'].values()):.0%}, Alpaca "
+      f"{min(base_fig['per_family'].values()):.0%}-{max(base_fig['per_family'].values()):.0%}")
+assert base_fig["plain_exact_match"] >= 0.95 and base_fig["exact_match"] <= 0.06
+assert all(round(base_fig["plain_per_family"][f], 2) >= 0.89
+           and round(base_fig["per_family"][f], 2) <= 0.13 for f in FAMILIES)
+assert {f for f in FAMILIES if base_fig["per_family"][f] > 0.02} == {"max_list", "min_list"}
+
+# %% [markdown]
 # ## 5. SFT: full fine-tuning vs LoRA
 #
-# Both start from the base, see the same batches in the same order, and train with
-# `finetune` (AdamW, warmup then cosine decay). Full fine-tuning updates all weights at a
-# small learning rate; LoRA ($r=8$, $\alpha=16$, all seven linears of each block, chapter
-# 7) starts its update at zero and takes a larger one. Forgetting is the change of the
-# next-token loss on stories the base never saw.
+# Both start from the base and see the same batches in the same order: `finetune`
+# (AdamW, warmup then cosine decay) for the benchmark's 150 steps of 16 records. Full
+# fine-tuning updates all weights at a small learning rate; LoRA ($r=8$ on $W_q, W_v$,
+# chapter 7) starts its update at zero and takes a larger one; each rate is the best of
+# the benchmark's recorded sweep. First, the first 15 steps of full fine-tuning live
+# (during warmup the learning rate does not depend on the steps that follow, so on the
+# CPU they retrace the shipped run's logged losses):
 
 # %%
-METHODS = {  # name: (LoRA options or None for full fine-tuning, learning rate)
-    "full FT": (None, 1e-3),
-    "LoRA": (dict(r=8, alpha=16, targets=TARGETS), 1e-2),
-}
-models, logs, facts = {}, {}, {}
-for name, (options, lr) in METHODS.items():
-    model, _, _ = load_reference(BASE, device=DEVICE)
-    if options is not None:
-        P.apply(model, "lora", **options)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    logs[name] = finetune(model, tok, train_set, steps=STEPS, lr=lr, batch_size=BATCH,
-                          warmup=max(1, STEPS // 10), device=DEVICE)
-    scores[name] = by_family(model)
-    story_loss[name] = evaluate(model, story_tokens, STORY_EVAL, device=DEVICE)
-    models[name] = model
-    facts[name] = (trainable, logs[name][-1]["time"])
+LIVE = bench.WARMUP
+FULL = bench.method("full")
+live, _ = bench.fresh(FULL, device=DEVICE)
+live_log = finetune(live, tok, train_set, steps=LIVE, lr=FULL.lr, batch_size=bench.BATCH,
+                    warmup=bench.WARMUP, seed=0, device=DEVICE)
+live_loss = [r["loss"] for r in live_log]
+print(f"full fine-tuning, {LIVE} steps in {live_log[-1]['time']:.1f} s: response loss "
+      f"{live_loss[0]:.3f} -> {live_loss[-1]:.3f}")
+if PROFILE == "cpu":
+    logged = bench.adapter_card("full")["train_loss"][:LIVE]
+    gap = max(abs(a - b) for a, b in zip(live_loss, logged))
+    print(f"the shipped run's card: {logged[0]:.3f} -> {logged[-1]:.3f}; largest difference "
+          f"{gap:.4f}")
+    assert gap < 0.01
+del live
 
+# %% [markdown]
+# Now the whole budget. In the CPU profile these are the shipped models, each
+# re-measured here (the figure must be the one its card states). Forgetting is the drop
+# in plain-form exact match on the test problems, from the base's; the stories loss
+# (next-token loss on stories the base never saw) is a second view of what tuning costs
+# the pretrained model.
+
+# %%
+NAMES = {"full": "full FT", "lora-qv": "LoRA"}
+story_tokens = torch.tensor([i for s in generate_stories(200, seed=777_777)
+                             for i in tok.encode(s, bos=True, eos=True)])
+STORY_EVAL = TrainConfig(batch_size=8, seq_len=128, eval_batches=2)
+story_loss = {"base": evaluate(base, story_tokens, STORY_EVAL, device=DEVICE)}
+figures, models, facts, losses = {"base": base_fig}, {}, {}, {}
 n_base = sum(p.numel() for p in base.parameters())
-print(f"{'method':8s} {'trainable':>10s} {'share':>7s} {'time s':>7s} {'EM tuned':>9s} "
-      f"{'EM held':>8s} {'stories loss':>13s} {'forgetting':>11s}")
-for name, (trainable, seconds) in facts.items():
-    s = scores[name]
-    print(f"{name:8s} {trainable:>10,d} {trainable / n_base:7.2%} {seconds:7.1f} "
-          f"{s['seen']['exact_match']:9.1%} {s['held: known']['exact_match']:8.1%} "
-          f"{story_loss[name]:13.3f} {story_loss[name] - story_loss['base']:+11.3f}")
+for name in NAMES:
+    if PROFILE == "cpu":
+        model, _, stored = bench.load_adapter(name, device=DEVICE)
+        fig = bench.measure(model, tok, device=DEVICE)
+        assert round(fig["exact_match"], 4) == stored["test_exact_match"], name
+        facts[name] = stored["trainable_parameters"], stored["wall_time_s"]
+        losses[name] = stored["train_loss"]
+    else:
+        model, _, log, wall = bench.run(bench.method(name), device=DEVICE)
+        fig = bench.measure(model, tok, device=DEVICE)
+        facts[name] = bench.trainable_share(model, bench.method(name))[0], wall
+        losses[name] = [r["loss"] for r in log]
+    figures[name], models[name] = fig, model
+    story_loss[name] = evaluate(model, story_tokens, STORY_EVAL, device=DEVICE)
+
+print(f"{'':8s}{'trainable':>10s}{'share':>8s}{'train s':>8s}{'EM  [95% interval]':>22s}"
+      f"{'EM tuned':>9s}{'EM held':>8s}{'forgetting':>11s}{'stories loss':>13s}")
+for name, label in NAMES.items():
+    f, (n, secs) = figures[name], facts[name]
+    print(f"{label:8s}{n:>10,d}{n / n_base:8.2%}{secs:8.0f}{f['exact_match']:>8.1%}  "
+          f"[{f['ci95'][0]:.1%}, {f['ci95'][1]:.1%}]{group(TRAIN_FAMILIES, f['per_family']):9.1%}"
+          f"{group(HELD, f['per_family']):8.1%}"
+          f"{base_fig['plain_exact_match'] - f['plain_exact_match']:>+11.1%}"
+          f"{story_loss[name]:8.3f} ({story_loss[name] - story_loss['base']:+.3f})")
+print(f"base: EM {base_fig['exact_match']:.1%} in the template, stories loss "
+      f"{story_loss['base']:.3f}")
 
 
 # %%
-def smooth(values, k=5):
+def smooth(values, k=10):
     """Running mean over the last k values."""
     return [sum(values[max(0, i - k + 1):i + 1]) / len(values[max(0, i - k + 1):i + 1])
             for i in range(len(values))]
 
 
 fig, ax = plt.subplots(figsize=(7, 3.2))
-for name, log in logs.items():
-    line, = ax.plot([r["step"] for r in log], smooth([r["loss"] for r in log]), label=name)
-    ax.plot([r["step"] for r in log], [r["loss"] for r in log], alpha=0.2, color=line.get_color())
+for name, loss in losses.items():
+    line, = ax.plot(range(1, len(loss) + 1), smooth(loss), label=NAMES[name])
+    ax.plot(range(1, len(loss) + 1), loss, alpha=0.2, color=line.get_color())
 ax.set_xlabel("step")
 ax.set_ylabel("response loss (nats/token)")
+ax.set_yscale("log")
 ax.legend()
 plt.tight_layout()
 plt.show()
@@ -287,93 +326,133 @@ plt.show()
 # %% [markdown]
 # ## 6. Per family, before and after
 #
-# Exact match on the test records of every family; the last rows pool the families of
-# each group. The first column asks the base in its pretraining form, every other column
-# uses the Alpaca template. Then the response loss per group, which moves long before
-# exact match does (one wrong token makes a whole answer wrong).
+# Exact match on the test records of every family; the last rows pool the tuned and the
+# held-out families. The first column asks the base in its pretraining form, every other
+# column uses the Alpaca template.
 
 # %%
-GROUP = {**{f: "tuned" for f in TRAIN_FAMILIES}, **{f: "held, known" for f in HELD_KNOWN},
-         **{f: "held, new" for f in HELD_NEW}}
-print(f"{'family':16s}{'group':>12s}" + "".join(f"{name:>14s}" for name in scores))
-for fam in FAMILIES:
-    print(f"{fam:16s}{GROUP[fam]:>12s}" +
-          "".join(f"{s[fam]['exact_match']:14.0%}" for s in scores.values()))
-for group in ("seen", "held: known", "held: new"):
-    print(f"{'all ' + group:28s}" + "".join(f"{s[group]['exact_match']:14.1%}"
-                                           for s in scores.values()))
-print("\nresponse loss (nats/token)")
-for group in ("seen", "held: known", "held: new"):
-    print(f"{'all ' + group:28s}" + "".join(f"{s[group]['loss']:14.2f}"
-                                           for s in scores.values()))
-n = scores["full FT"]["seen"]["n"]
-em = scores["full FT"]["seen"]["exact_match"]
-print(f"\n(one binomial standard error on {n} tuned-on test records at {em:.0%}: "
-      f"{(em * (1 - em) / n) ** 0.5:.1%})")
-
-# %%
-alpaca, plain = scores["base, Alpaca"], scores["base, plain"]
-for name in METHODS:
-    s = scores[name]
-    print(f"{name}: tuned-on families {alpaca['seen']['exact_match']:.1%} -> "
-          f"{s['seen']['exact_match']:.1%} (plain form: {plain['seen']['exact_match']:.1%}); "
-          f"held-out known {alpaca['held: known']['exact_match']:.1%} -> "
-          f"{s['held: known']['exact_match']:.1%} "
-          f"(plain: {plain['held: known']['exact_match']:.1%}); "
-          f"response loss on held-out known {alpaca['held: known']['loss']:.2f} -> "
-          f"{s['held: known']['loss']:.2f}")
+columns = {"base, plain": base_fig["plain_per_family"], "base, Alpaca": base_fig["per_family"],
+           **{label: figures[name]["per_family"] for name, label in NAMES.items()}}
+print(f"{'family':13s}{'group':>10s}" + "".join(f"{c:>14s}" for c in columns))
+for f in FAMILIES:
+    print(f"{f:13s}{'tuned' if f in TRAIN_FAMILIES else 'held out':>10s}"
+          + "".join(f"{c[f]:14.0%}" for c in columns.values()))
+for title, fams in [("all tuned", TRAIN_FAMILIES), ("all held out", HELD)]:
+    print(f"{title:23s}" + "".join(f"{group(fams, c):14.1%}" for c in columns.values()))
 
 # %% [markdown]
-# What do the tuned models write for an instruction they were never tuned on? The
-# `refusal` family is in the tuning mix, and some of its records use the very
-# instructions of held-out families with an empty input ("Reverse the word." with
-# nothing to reverse). Greedy answers to the held-out test records, counted by kind:
+# **Tuned families.** Both methods learn the format: 92.9% (full fine-tuning) and 93.2%
+# (LoRA) in the template, near the 97.0% the base reaches on the same problems plainly,
+# up from 3.8%. That is the LIMA picture: 150 steps teach the template, the skill was
+# already there.
+#
+# **Held-out families.** The format carries over only in part to the two families no
+# training record showed: 39.5% and 37.0%, some 30 points above the base in the
+# template (8.6%) but more than 50 points below what the base does plainly (92.0%). The
+# base could answer `min_list` and `capitalize`; after tuning it does so in the
+# template for fewer than half of them.
+#
+# **Forgetting.** Tuning costs plain-form skill: exact match in the pretraining form
+# drops 19.0 points for full fine-tuning and 36.8 for LoRA, which trains 1.2% of the
+# weights but forgets more. The stories loss rises by only about 0.02 nats (0.022 and
+# 0.019): the language model is intact, what is lost is the plain task format.
+
+# %%
+tuned = {n: group(TRAIN_FAMILIES, figures[n]["per_family"]) for n in NAMES}
+held = {n: group(HELD, figures[n]["per_family"]) for n in NAMES}
+forget = {n: base_fig["plain_exact_match"] - figures[n]["plain_exact_match"] for n in NAMES}
+base_held = group(HELD, base_fig["plain_per_family"]), group(HELD, base_fig["per_family"])
+print("tuned families:", {n: f"{v:.1%}" for n, v in tuned.items()},
+      f"base plain {group(TRAIN_FAMILIES, base_fig['plain_per_family']):.1%}, "
+      f"Alpaca {group(TRAIN_FAMILIES, base_fig['per_family']):.1%}")
+print("held-out families:", {n: f"{v:.1%}" for n, v in held.items()},
+      f"base plain {base_held[0]:.1%}, Alpaca {base_held[1]:.1%}")
+print("forgetting:", {n: f"{v:.1%}" for n, v in forget.items()},
+      " stories loss rise:", {n: f"{story_loss[n] - story_loss['base']:+.3f}" for n in NAMES})
+assert all(v >= 0.90 for v in tuned.values())
+assert all(base_held[1] + 0.25 < v < base_held[0] - 0.50 and v < 0.5 for v in held.values())
+assert forget["lora-qv"] > forget["full"] > 0.15
+if PROFILE == "cpu":          # the shipped models' figures quoted above
+    assert [f"{tuned[n]:.1%} {held[n]:.1%} {forget[n]:.1%}" for n in NAMES] == [
+        "92.9% 39.5% 19.0%", "93.2% 37.0% 36.8%"]
+assert all(0 < story_loss[n] - story_loss["base"] < 0.05 for n in NAMES)
+
+# %% [markdown]
+# What do the tuned models write for the held-out families when they miss? Greedy
+# answers to the held-out test records (up to 40 tokens, enough for the longest
+# refusal), counted by kind: right; the answer of the tuned *sibling* family (the
+# maximum for `min_list`, the input in UPPERCASE for `capitalize`), which is what a model
+# that matched the instruction to the nearest tuned task would write; a refusal (a
+# behaviour of the tuning mix); or another answer.
 
 # %%
 REFUSALS = ("I cannot do that: the input is empty.", "I cannot do that: the input has no numbers.",
             "I cannot do that: the answer is not in the input.")
+SIBLING = {"min_list": lambda r: str(max(int(v) for v in r["input"].split(","))),
+           "capitalize": lambda r: r["input"].upper()}
+
+
+def kind(answer, record):
+    if answer == record["output"]:
+        return "right"
+    if answer in REFUSALS:
+        return "refusal"
+    return "sibling" if answer == SIBLING[record["family"]](record) else "other"
+
+
 held_records = [r for r in test_set if r["family"] in HELD]
-for name, model in models.items():
-    answers = generate_answers(model, tok, held_records, max_new_tokens=20, device=DEVICE)
-    refused = sum(a in REFUSALS for a in answers)
+kinds, others = {}, {}
+print(f"{'':8s}{'family':12s}{'records':>8s}{'right':>7s}{'sibling':>9s}{'refusal':>9s}"
+      f"{'other':>7s}")
+for name, label in NAMES.items():
+    answers = generate_answers(models[name], tok, held_records, max_new_tokens=40, device=DEVICE)
     right = sum(a == r["output"] for a, r in zip(answers, held_records))
-    print(f"{name:8s} on {len(held_records)} held-out records: {right} right, {refused} refusals, "
-          f"{len(held_records) - right - refused} other answers")
+    assert right == round(group(HELD, figures[name]["per_family"]) * len(held_records))
+    for f in HELD:
+        got = [kind(a, r) for a, r in zip(answers, held_records) if r["family"] == f]
+        others[name, f] = [f"{r['input']!r} -> {a!r}" for a, r in zip(answers, held_records)
+                           if r["family"] == f and kind(a, r) == "other"][:3]
+        kinds[name, f] = {k: got.count(k) for k in ("right", "sibling", "refusal", "other")}
+        print(f"{label:8s}{f:12s}{len(got):>8d}" + "".join(
+            f"{kinds[name, f][k]:>{w}d}" for k, w in [("right", 7), ("sibling", 9),
+                                                      ("refusal", 9), ("other", 7)]))
+print("\nsome 'other' answers of full fine-tuning:")
+for f in HELD:
+    print("  " + "\n  ".join(others["full", f]))
 
 # %% [markdown]
-# How to read all this:
-#
-# * **Tuned-on families.** The distance from the base's Alpaca column to the plain column
-#   is what the format alone costs, and SFT's first job is to close it. A short CPU run
-#   leaves most of it open; the full profile's run is long enough to tell how close SFT
-#   gets to the plain line, and whether it passes it by learning a family better than
-#   pretraining did.
-# * **Held-out families the base knows.** This is FLAN's question at toy scale: having
-#   learned the template on other families, does the model apply it to an instruction it
-#   was never tuned on? The response loss is the more sensitive measure: see whether it
-#   falls below the base's Alpaca value at all before looking for exact matches. FLAN's
-#   own caution applies: it saw held-out gains only for its largest models, and ours has
-#   a few million parameters, so a small or absent transfer here is a plausible result,
-#   not a failure of the code. The count of refusals shows one way a tuned model can fail
-#   on unseen instructions: it applies a behaviour from the tuning mix (refusing) where
-#   pretraining had a skill.
-# * **The held-out family the base never met.** It is the control: instruction tuning on
-#   other tasks is not expected to supply a skill that neither pretraining nor tuning
-#   contained.
-# * **LoRA vs full fine-tuning.** Compare the trainable share, the time, the two exact
-#   match columns and the forgetting column of the table in section 5; differences of a
-#   few points are within the standard error printed above.
-#
+# The sibling's answer explains only part of the misses: on `min_list` the maximum is a
+# small minority of the wrong answers (4 of 79 for full fine-tuning, 14 of 77 for LoRA);
+# on `capitalize` UPPERCASE is about half of full fine-tuning's misses (10 of 19) and a
+# third of LoRA's (8 of 25). The models almost never refuse (one refusal among the 324
+# answers). The other misses are malformed attempts at the asked task: another number
+# from the list, or digits of the list recombined into a number that is not in it; the
+# words capitalised only in part, joined by commas, repeated or reordered. The models
+# answer roughly what was asked; without tuning records of these families the template
+# does not yet call up the base's skill reliably.
+
+# %%
+miss = {(n, f): sum(v for k, v in kinds[n, f].items() if k != "right") for n, f in kinds}
+share = {k: kinds[k]["sibling"] / miss[k] for k in kinds}
+print({f"{n} {f}": f"{kinds[n, f]['sibling']} of {miss[n, f]}" for n, f in kinds})
+assert all(share[n, "min_list"] < 0.25 for n in NAMES)
+assert all(share[k] <= 0.55 and kinds[k]["refusal"] <= 0.05 * miss[k] for k in kinds)
+assert all(kinds[k]["other"] > kinds[k]["sibling"] for k in kinds if k[1] == "min_list")
+if PROFILE == "cpu":              # the counts quoted above (shipped models, CPU)
+    assert [(kinds[k]["sibling"], miss[k]) for k in kinds] == [(4, 79), (10, 19), (14, 77), (8, 25)]
+    assert sum(kinds[k]["refusal"] for k in kinds) == 1
+
+# %% [markdown]
 # Answers generated greedily (token by token until EOS), one test record per family,
 # by the full fine-tuning model:
 
 # %%
 sample = [next(r for r in test_set if r["family"] == f) for f in FAMILIES]
-answers = generate_answers(models["full FT"], tok, sample, max_new_tokens=20, device=DEVICE)
+answers = generate_answers(models["full"], tok, sample, max_new_tokens=40, device=DEVICE)
 for record, answer in zip(sample, answers):
-    mark = "ok " if answer == record["output"] else "   "
-    print(f"{mark}{record['family']:15s} {GROUP[record['family']]:12s} "
-          f"{record['instruction'][:34]!r:38s} -> {answer[:30]!r}")
+    mark = "right" if answer == record["output"] else "WRONG"
+    print(f"{mark}  {record['family']:12s} {'tuned' if record['family'] in TRAIN_FAMILIES else 'held':6s}"
+          f"{record['input'][:28]!r:32s} -> {answer[:30]!r}")
 print(f"\nnotebook wall time: {time.perf_counter() - T0:.0f} s")
 
 # %% [markdown]
