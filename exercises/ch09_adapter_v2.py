@@ -9,41 +9,38 @@
 #
 # To keep this folder pristine, copy it (e.g. to my_exercises/) and grade that copy
 # with --impl=my_exercises instead.
-"""Chapter 9 exercise: LLaMA-Adapter V2's bias and scale around a frozen linear, and its merge.
+"""Chapter 9 exercises: LLaMA-Adapter V2's bias and scale, and their merge.
 
-LLaMA-Adapter V2 (Gao et al., arXiv 2304.15010) wraps every frozen linear W (out x in) of
-a block with a trainable scale s (one per *input* feature, 1 at the start) and bias b
-(one per *output* feature, 0 at the start). Like the official code we compute
+LLaMA-Adapter V2 (Gao et al., arXiv 2304.15010) puts a trainable bias and scale on every
+frozen linear layer W (d_out x d_in). The paper writes ``y = s * (W x + b)``; its official
+code (and ``minillama.peft.adapter_v2``) scales the *input* instead, one s per input
+feature and one b per output feature:
 
-    y = W (x * s) + b
+    y = W (x * s) + b                        (for a batch of rows x: (x * s) W^T + b)
 
-which at the start is the frozen layer exactly. After training it folds into one
-ordinary linear layer with a bias:
+With s = 1 and b = 0 at the start the layer is the frozen one. Both fold into the weight
+exactly, so after training the layer becomes a plain linear layer with a bias:
 
-    W' = W diag(s)   (column j of W times s_j),      b' = b
+    W' = W diag(s)      (column j of W times s_j),      b' = b
 
-The graders compare your forward with ``minillama.peft.adapter_v2.BiasScaleLinear`` and
-your merge with ``BiasScaleLinear.merged``, and check that the merged layer computes
-what the wrapper computes.
+The graders compare your functions with ``minillama.peft.adapter_v2.BiasScaleLinear``
+(its forward pass, its gradients and ``merged()``).
 """
 
 import torch
 
 
-def bias_scale_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor,
-                      bias: torch.Tensor) -> torch.Tensor:
-    """W (x * s) + b for x of shape (..., in); weight (out, in), scale (in,), bias (out,).
+def bias_scale_forward(x: torch.Tensor, W: torch.Tensor, scale: torch.Tensor,
+                       bias: torch.Tensor) -> torch.Tensor:
+    """The V2 layer's output for x (..., d_in): (x * scale) W^T + bias, shape (..., d_out).
 
-    Returns (..., out) in the dtype of x.
+    W: (d_out, d_in) frozen; scale: (d_in,); bias: (d_out,).
     """
-    raise NotImplementedError("exercise: bias_scale_linear")
+    raise NotImplementedError("exercise: bias_scale_forward")
 
 
-def merge_bias_scale(weight: torch.Tensor, scale: torch.Tensor,
+def bias_scale_merge(W: torch.Tensor, scale: torch.Tensor,
                      bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W', b'): the weight and bias of the one linear layer that computes the same.
-
-    W' = W diag(s) has W's shape (out, in); b' = b. Return new tensors (do not change
-    the inputs).
-    """
-    raise NotImplementedError("exercise: merge_bias_scale")
+    """(W', b'): the weight (d_out, d_in) and bias (d_out,) of the one ``nn.Linear`` that
+    computes what ``bias_scale_forward`` computes, ``x W'^T + b'``."""
+    raise NotImplementedError("exercise: bias_scale_merge")

@@ -687,3 +687,16 @@ print(f"merge changes W by up to {(w_merged - w0).abs().max().item():.3f}; "
 assert (w_merged - w0).abs().max() > 0.01 and (w_back - w0).abs().max() < 1e-6
 assert (merged - unmerged).abs().max() < 1e-4
 print(f"chapter ran in {time.perf_counter() - T0:.1f} s")
+
+# %% [markdown]
+# ## Exercises
+#
+# `exercises/ch13_survey_tables.py`: the seven linear shapes of a block from a `LlamaConfig`,
+# then Table 2's trainable-parameter counts in closed form (LoRA on any targets and rank,
+# Adapter V1, Adapter V2, Excitor), checked against counting `requires_grad` after
+# `P.apply` on meta-device models. Grade your work with the cell below (set
+# `IMPL = "exercises"`); as shipped it grades the reference solutions.
+
+# %%
+IMPL = "solutions"
+result = course.grade("ch13", impl=IMPL)

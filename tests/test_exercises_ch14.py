@@ -1,71 +1,96 @@
-"""Graders for chapter 14 (PEFT head-to-head: training state, telling scores apart).
+"""Graders for chapter 14 (head-to-head: error bars on exact match, and a LoRA rank race).
 
     python -m pytest tests/test_exercises_ch14.py                    # the reference answers
     python -m pytest tests/test_exercises_ch14.py --impl=exercises   # your work
 
-``training_state_bytes`` is checked against the tensors a real AdamW step creates on small
-models (full fine-tuning and PEFT methods), ``wilson`` against
-``minillama.metrics.wilson_interval`` (``--impl``: see ``conftest.py``).
+``wilson_interval`` is checked against the definition it solves (the p a z-test does not
+reject, found here by bisection, no closed form). ``rank_race`` is an experiment: its
+curves must start at the untrained loss (computed here), never beat the Eckart-Young
+floor of their rank (the best rank-r fit, from an SVD), reach it, and order by rank.
 """
+
+import math
 
 import pytest
 import torch
 
-from minillama import Llama, LlamaConfig
-from minillama import peft as P
-from minillama.metrics import wilson_interval
-
 CH14 = "ch14_head_to_head"
-CFG = LlamaConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=50, max_seq_len=16)
 
 
-def measured_bytes(model) -> int:
-    """Parameters and buffers, plus the gradients and AdamW moments one real step creates."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=1e-3)
-    x = torch.randint(CFG.vocab_size, (2, 8), generator=torch.Generator().manual_seed(0))
-    _, loss = model(x, x)
-    loss.backward()
-    optimizer.step()
-    held = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
-    grads = sum(p.grad.numel() * p.grad.element_size() for p in trainable)
-    moments = sum(t.numel() * t.element_size() for st in optimizer.state.values()
-                  for t in st.values() if torch.is_tensor(t) and t.dim() > 0)
-    return held + grads + moments
+def _score_test_bounds(k, n, z):
+    """Where |p^ - p| = z sqrt(p (1-p) / n), on each side of p^, by bisection."""
+    phat = k / n
+
+    def inside(p):
+        return (phat - p) ** 2 <= z * z * p * (1 - p) / n
+
+    def edge(lo, hi):          # lo inside, hi outside (or the end of [0, 1])
+        if inside(hi):
+            return hi
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if inside(mid) else (lo, mid)
+        return lo
+
+    return edge(phat, 0.0), edge(phat, 1.0)
 
 
-@pytest.mark.parametrize("method, options", [
-    (None, {}), ("lora", dict(r=4, targets=("wq", "wv"))), ("adapter_v1", dict(layers=2)),
-    ("adapter_v2", dict(layers=1)), ("excitor", dict(layers=2))])
-def test_ch14_training_state_bytes(impl, one_thread, method, options):
-    torch.manual_seed(0)
-    model = Llama(CFG)
-    if method is not None:
-        P.apply(model, method, **options)
-    got = impl(CH14).training_state_bytes(model)
-    assert got == measured_bytes(model)
+@pytest.mark.parametrize("k, n", [(20, 48), (1, 48), (47, 48), (0, 10), (10, 10), (3, 7),
+                                  (500, 1000), (1, 1)])
+@pytest.mark.parametrize("z", [1.96, 1.0, 2.576])
+def test_ch14_wilson_interval(impl, k, n, z):
+    low, high = impl(CH14).wilson_interval(k, n, z)
+    want_low, want_high = _score_test_bounds(k, n, z)
+    assert low == pytest.approx(want_low, abs=1e-9)
+    assert high == pytest.approx(want_high, abs=1e-9)
+    eps = 1e-12                                  # rounding at k = 0 and k = n
+    assert -eps <= low <= k / n + eps and k / n - eps <= high <= 1 + eps
 
 
-def test_ch14_training_state_shrinks_with_peft(impl, one_thread):
-    """The measured trend: PEFT holds far less training state than full fine-tuning."""
-    torch.manual_seed(0)
-    full = impl(CH14).training_state_bytes(Llama(CFG))
-    lora = impl(CH14).training_state_bytes(P.apply(Llama(CFG), "lora", r=4))
-    weights = sum(p.numel() * p.element_size() for p in Llama(CFG).parameters())
-    assert full > 3.9 * weights and lora < 1.5 * weights
+def test_ch14_wilson_interval_is_wide_on_a_small_test_set(impl):
+    low, high = impl(CH14).wilson_interval(20, 48)      # 41.7% on 48 records
+    assert high - low > 0.25                           # more than 25 points wide
+    low2, high2 = impl(CH14).wilson_interval(2000, 4800)
+    assert high2 - low2 < 0.03
 
 
-@pytest.mark.parametrize("hits, n", [(0, 10), (10, 10), (7, 20), (250, 500), (1, 1000),
-                                     (421, 500)])
-def test_ch14_wilson(impl, hits, n):
-    got = impl(CH14).wilson(hits, n)
-    assert got == pytest.approx(wilson_interval(hits, n), abs=1e-9)
+# ----------------------------------------------------------------------------- rank race
+RANKS = (1, 2, 4, 8)
 
 
-@pytest.mark.parametrize("a, b, expected", [((400, 500), (300, 500), True),
-                                            ((400, 500), (390, 500), False),
-                                            ((0, 500), (10, 500), True),
-                                            ((5, 20), (10, 20), False)])
-def test_ch14_apart(impl, a, b, expected):
-    assert impl(CH14).apart(*a, *b) is expected
-    assert impl(CH14).apart(*b, *a) is expected
+def _problem(seed):
+    """The docstring's problem, rebuilt here: a tampered ``make_problem`` is caught."""
+    g = torch.Generator().manual_seed(seed)
+    d, n = 32, 256
+    W0 = torch.randn(d, d, generator=g) / math.sqrt(d)
+    U = torch.linalg.qr(torch.randn(d, d, generator=g)).Q
+    V = torch.linalg.qr(torch.randn(d, d, generator=g)).Q
+    delta = U @ torch.diag(0.7 ** torch.arange(d, dtype=torch.float32)) @ V.T
+    return W0, delta, torch.randn(n, d, generator=g)
+
+
+def test_ch14_rank_race(impl, one_thread):
+    seed, steps = 3, 300
+    W0, delta, X = _problem(seed)
+    for got, want in zip(impl(CH14).make_problem(seed=seed), (W0, delta, X)):
+        torch.testing.assert_close(got, want)
+    curves = impl(CH14).rank_race(RANKS, steps=steps, lr=1e-2, seed=seed)
+    assert sorted(curves) == list(RANKS)
+    residual = X @ delta.T                    # what the frozen layer misses, (n, d)
+    untrained = residual.square().mean().item()
+    singular = torch.linalg.svdvals(residual.double())
+    floors = {r: (singular[r:] ** 2).sum().item() / residual.numel() for r in RANKS}
+    finals = []
+    for r in RANKS:
+        curve = curves[r]
+        assert len(curve) == steps and all(math.isfinite(v) for v in curve)
+        # measured: step 0 is the untrained layer (B = 0), whatever A's initialisation
+        assert curve[0] == pytest.approx(untrained, rel=1e-4)
+        # no rank-r update can fit better than the best rank-r approximation
+        assert min(curve) >= floors[r] * (1 - 1e-3), (r, min(curve), floors[r])
+        # ... and 300 Adam steps get there
+        assert curve[-1] <= floors[r] * 1.1 + 1e-5, (r, curve[-1], floors[r])
+        finals.append(curve[-1])
+    # the trend: every extra rank lowers the final loss, rank 8 by more than 10x vs rank 1
+    assert all(a > b for a, b in zip(finals, finals[1:])), finals
+    assert finals[-1] < finals[0] / 10
