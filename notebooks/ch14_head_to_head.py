@@ -301,9 +301,9 @@ print(f"chapter ran in {time.perf_counter() - T0:.1f} s")
 # %% [markdown]
 # ## Exercises
 #
-# `exercises/ch14_head_to_head.py`: the training state a step holds (weights, gradients,
-# AdamW moments), graded against a real AdamW step for full fine-tuning and four PEFT
-# methods, and the Wilson interval with the "apart" test of section 6.
+# `exercises/ch14_head_to_head.py`: the Wilson interval behind every error bar of this
+# chapter, and a rank race (LoRA ranks trained side by side on a regression problem,
+# graded on the measured trend: each rank's loss floor is its best rank-r fit).
 
 # %%
 IMPL = "solutions"
