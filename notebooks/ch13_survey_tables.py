@@ -577,7 +577,7 @@ def check_t3(claim, measured_verdict):
 t3_verdict = {}
 print(f"{'method':11s}{'survey':>8s}{'merge() runs':>14s}{'plain Llama':>13s}"
       f"{'measured':>10s}  verdict")
-for method, (claim, where) in SURVEY_T3.items():
+for method, (claim, _where) in SURVEY_T3.items():
     m = measured[method]
     t3_verdict[method] = check_t3(claim, m["verdict"])
     fits = "-" if not m["merge_runs"] else ("yes" if m["plain_drift"] is not None else "no")
