@@ -33,9 +33,11 @@
 # pretraining form but not in the Alpaca template, one training set, one step budget, a
 # 500-problem test set. Section 3 takes V2 apart there, one ingredient at a time.
 #
-# **Profiles.** `MINILLAMA_PROFILE=cpu` (the default without a GPU) loads the shipped
-# benchmark adapters and re-measures them, and trains the toy multimodal model live for a
-# hundred and fifty small steps; the notebook prints its wall time at the end. `full` (the
+# **Profiles.** `MINILLAMA_PROFILE=cpu` (the default without a GPU) loads the four shipped
+# benchmark adapters (every file checked against its card's sha256), re-measures two of
+# them live on the test set (V2 and V2 without bias/scale) and reads the other two from
+# their cards, and trains the toy multimodal model live for a hundred and fifty small
+# steps; the notebook prints its wall time at the end. `full` (the
 # default on CUDA) trains the four benchmark variants live and trains the multimodal model
 # on more images for ten times longer.
 
@@ -132,9 +134,12 @@ assert round(counts["llama1-65b"][2] / 1e6) == 14
 #
 # Prompts sit in all six blocks of the base (`layers=6`, the analogue of the paper's top
 # 30 of 32). The CPU profile loads the shipped adapters (every file checked against its
-# card's sha256) and re-measures exact match on the 500 test problems; the full profile
-# trains the four live. Forgetting is the drop in plain-form exact match from the base,
-# on the same 500 problems (taken from the card in the CPU profile).
+# card's sha256) and re-measures exact match on the 500 test problems for two of them (V2
+# and the ablation that matters; the assert checks the live figure is the card's), the
+# other two figures coming from their cards; the full profile trains the four live.
+# Forgetting is the drop in plain-form exact match from the base, on the same 500
+# problems (taken from the card in the CPU profile); the plain-form exact match carries
+# its own 95% interval, so forgetting can be compared the same way.
 
 # %%
 VARIANTS = {"adapter-v2": "V2: bias/scale + norms + prompts",
@@ -143,32 +148,42 @@ VARIANTS = {"adapter-v2": "V2: bias/scale + norms + prompts",
             "adapter-v2-no-prompts": "without prompts"}
 test = bench.test_records()
 n_base = sum(p.numel() for p in load_reference(bench.BASE)[0].parameters())
-rows, losses = {}, {}
+LIVE = ("adapter-v2", "adapter-v2-no-bias-scale")    # CPU profile: re-measured from the files
+rows, losses, source = {}, {}, {}
 for name in VARIANTS:
     m = bench.method(name)
     trainable = P.trainable_parameters(bench.fresh(m)[0])   # frozen ingredient not counted
     if PROFILE == "cpu":
-        model, tok, row = bench.load_adapter(name, device=DEVICE)
-        live = greedy_score(model, tok, test, device=DEVICE)["exact_match"]
-        assert round(live, 4) == row["test_exact_match"], (name, live, row["test_exact_match"])
-        losses[name] = row["train_loss"]
+        card = bench.adapter_card(name)                      # sha256 of every file checked
+        assert card["trainable_parameters"] == trainable, (name, card["trainable_parameters"])
+        if name in LIVE:
+            model, tok, row = bench.load_adapter(name, device=DEVICE)
+            live = greedy_score(model, tok, test, device=DEVICE)["exact_match"]
+            assert round(live, 4) == card["test_exact_match"], (name, live, card["test_exact_match"])
+            source[name] = f"live {live:.1%} = card"
+        else:
+            row, source[name] = card, "card"
+        losses[name] = card["train_loss"]
     else:
         model, tok, log, _ = bench.run(m, device=DEVICE)
         row = bench.card_figures(bench.measure(model, tok, device=DEVICE))
-        losses[name] = [r["loss"] for r in log]
-    rows[name] = dict(row, trainable=trainable)
+        losses[name], source[name] = [r["loss"] for r in log], "trained live"
+    plain_hits = round(row["plain_exact_match"] * row["test_records"])
+    rows[name] = dict(row, trainable=trainable,
+                      plain_ci95=wilson_interval(plain_hits, row["test_records"]))
     if name == "adapter-v2":
-        v2, tok = model, tok
-    else:
+        v2 = model
+    elif name in LIVE or PROFILE != "cpu":
         del model
-print(f"{'':34s}{'trainable':>10s}{'exact match [95% CI]':>26s}{'held-out fam.':>15s}"
-      f"{'forgetting':>12s}")
+print(f"{'':26s}{'trainable':>10s}{'exact match [95% CI]':>26s}{'held-out fam.':>14s}"
+      f"{'forgetting':>11s}{'plain EM [95% CI]':>24s}   figure from")
 for name, label in VARIANTS.items():
     r = rows[name]
-    lo, hi = r["ci95"]
-    print(f"{label:34s}{r['trainable']:>10,d}{r['test_exact_match']:>12.1%} "
-          f"[{lo:.1%}, {hi:.1%}]{r['heldout_families_exact_match']:>15.1%}"
-          f"{r['forgetting']:>+12.1%}")
+    (lo, hi), (plo, phi) = r["ci95"], r["plain_ci95"]
+    print(f"{label:26s}{r['trainable']:>10,d}{r['test_exact_match']:>12.1%} "
+          f"[{lo:.1%}, {hi:.1%}]{r['heldout_families_exact_match']:>14.1%}"
+          f"{r['forgetting']:>+11.1%}{r['plain_exact_match']:>10.1%} [{plo:.1%}, {phi:.1%}]"
+          f"   {source[name]}")
 print(f"{len(test)} test problems; base model: {n_base:,} parameters")
 
 # %% [markdown]
@@ -186,7 +201,7 @@ for name in list(VARIANTS)[1:]:
     verdicts[name] = ("costs" if delta < 0 else "gains") if apart else "cannot tell"
     print(f"{VARIANTS[name]:26s} {100 * delta:+6.1f} points exact match, "
           f"{100 * (r['forgetting'] - full['forgetting']):+6.1f} points forgetting: "
-          f"{verdicts[name]}")
+          f"removing it {verdicts[name]}")
 
 fig, ax = plt.subplots(figsize=(7, 3.2))
 for name, label in VARIANTS.items():
@@ -199,8 +214,36 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# TODO(prose after the real adapters): what the verdicts show.
-#
+# One ingredient does the work at this budget: **bias/scale**. Without it exact match falls
+# from V2's 70.8% to 41.6% (the two intervals are far apart), and on the two held-out
+# families from 42.7% to 23.3%. The other two removals cannot be told from the full V2 on
+# this test set: with the norms frozen the ablation scores 72.4%, *above* V2's 70.8%, and
+# without prompts 68.8%; both intervals overlap V2's. So we do not claim that training the
+# norms or the prompts helps here, on this base and at this budget (150 steps of 16
+# records). The bias/scale is also where the forgetting comes from: without it the
+# plain-form skill stays at 92.4% (forgetting 3.0 points) against V2's 77.2% (18.2
+# points), intervals apart. Of the four, it learned the format least and kept the most.
+
+# %%
+print("verdicts:", verdicts)
+nobs = rows["adapter-v2-no-bias-scale"]
+print(f"plain-form exact match: V2 {full['plain_exact_match']:.1%} "
+      f"[{full['plain_ci95'][0]:.1%}, {full['plain_ci95'][1]:.1%}], without bias/scale "
+      f"{nobs['plain_exact_match']:.1%} [{nobs['plain_ci95'][0]:.1%}, {nobs['plain_ci95'][1]:.1%}]")
+assert verdicts == {"adapter-v2-no-bias-scale": "costs", "adapter-v2-no-norms": "cannot tell",
+                    "adapter-v2-no-prompts": "cannot tell"}
+assert nobs["heldout_families_exact_match"] < full["heldout_families_exact_match"]
+assert nobs["plain_ci95"][0] > full["plain_ci95"][1]          # forgets less, intervals apart
+assert min(VARIANTS, key=lambda n: rows[n]["test_exact_match"]) == "adapter-v2-no-bias-scale"
+assert max(VARIANTS, key=lambda n: rows[n]["plain_exact_match"]) == "adapter-v2-no-bias-scale"
+if PROFILE == "cpu":                                         # the shipped cards' figures
+    assert [round(100 * rows[n]["test_exact_match"], 1) for n in VARIANTS] == [70.8, 41.6, 72.4, 68.8]
+    assert (round(100 * full["plain_exact_match"], 1), round(100 * nobs["plain_exact_match"], 1)) == (77.2, 92.4)
+    assert (round(100 * full["forgetting"], 1), round(100 * nobs["forgetting"], 1)) == (18.2, 3.0)
+    assert (round(100 * full["heldout_families_exact_match"], 1),
+            round(100 * nobs["heldout_families_exact_match"], 1)) == (42.7, 23.3)
+
+# %% [markdown]
 # Where the trained V2 moved (the shipped `adapter-v2`): the scales away from 1, the
 # biases away from 0, the norm gains away from the base's, the gates away from 0.
 
@@ -217,6 +260,8 @@ print(f"{len(wrappers)} bias/scale wrappers: max |s - 1| = {scale_move:.3f}, "
 print("tanh(gate) per head, block by block:")
 for i, g in enumerate(gates):
     print(f"  block {i}: {[round(v, 2) for v in g.tolist()]}")
+assert min(scale_move, bias_move, norm_move) > 0.01
+assert max(g.abs().max().item() for g in gates) > 0.01
 
 # %% [markdown]
 # ## 4. Early fusion on a toy multimodal task
@@ -510,10 +555,12 @@ for text, rec in list(zip(describe(model, test_feats, len(test_records)), test_r
 # 20 points or more; on the others it helps (every gap is positive) but by less, so the
 # 20-point claim is not made for them. Which questions clear the mark moves with the
 # random draws of the prompts and the encoder; the four-question gap is the figure to
-# read, one training run with the 95% interval printed above. The path is narrow (a projection and three
-# blocks' prompts under a frozen model, trained on the number of image-text batches
-# printed above); captions need every word right, and the greedy captions above show
-# how far they get.
+# read, one training run with the 95% interval printed above. The path is narrow (a
+# projection and three blocks' prompts under a frozen model, trained on the number of
+# image-text batches printed above). Captions are where the image does *not* help here:
+# a caption needs every word right, and with the image the model writes no more exact
+# captions than the majority guess does (the caption column above; the greedy captions
+# show how far they get), so we claim nothing for the image on captions.
 
 # %%
 blind_rows = [results[f"after training, {b}"]["all"] for b in ("blank image", "no image")]
@@ -526,7 +573,11 @@ assert all(abs(v - majority["all"]) < 0.05 for v in blind_rows)
 assert min(gaps[b]["all four"] for b in gaps) >= 0.20
 assert 0 < len(strong) < 4
 assert all(gaps[b][c] > 0 for b in gaps for c in ("colour", "shape", "where", "size"))
-#
+print(f"caption exact match: with the image {seen['caption']:.0%}, majority guess "
+      f"{majority['caption']:.0%}")
+assert seen["caption"] <= majority["caption"] + 0.02
+
+# %% [markdown]
 # ## 6. Merging
 #
 # Merging folds the adapter into the base's weights so that inference runs the base's
@@ -570,8 +621,10 @@ print(f"notebook wall time: {time.perf_counter() - T0:.0f} s")
 # %% [markdown]
 # ## Exercises
 #
-# `exercises/ch09_adapter_v2.py`: the bias/scale forward $W(x\odot s) + b$ and its merge
-# into one linear layer, checked against `BiasScaleLinear` and `merged()`.
+# `exercises/ch09_adapter_v2.py`: the bias/scale layer $y = W(x \odot s) + b$ and its merge
+# into one linear layer with a bias ($W' = W\,\mathrm{diag}(s)$, $b' = b$), checked against
+# `BiasScaleLinear` (outputs, gradients and `merged()`). Grade your work with the cell below
+# (set `IMPL = "exercises"`); as shipped it grades the reference solutions.
 
 # %%
 IMPL = "solutions"

@@ -31,8 +31,9 @@
 #   skills in) on the same problems, from the base's.
 #
 # **Profiles.** `MINILLAMA_PROFILE=cpu` (the default without a GPU) times a few live steps
-# per method, then loads the shipped adapters (`minillama/adapters/`, each file checked
-# against its card's sha256) and re-measures their exact match on the test set; the
+# per method, then reads each method's figures from its shipped adapter's card
+# (`minillama/adapters/`, every file checked against the card's sha256) and re-measures
+# two of them live from the files (full fine-tuning and LoRA q,v), and the base; the
 # notebook prints its wall time at the end. `full` (the default on CUDA) trains every
 # method live for the benchmark's full budget, clean and noisy.
 
@@ -45,6 +46,7 @@ import torch
 from minillama import course
 from minillama.files import read_json
 from minillama.finetune import greedy_score, sft_batch, sft_tokens
+from minillama.metrics import wilson_interval
 from minillama.reference import load_reference
 from minillama.tasks import bench
 from minillama.train import TrainConfig, make_optimizer
@@ -159,27 +161,45 @@ for name in NAMES:
 # %% [markdown]
 # ## 3. Exact match and forgetting
 #
-# In the CPU profile each shipped adapter is loaded and its exact match re-measured live
-# on the 500 test problems; the assert checks that the live figure is the card's (the
-# files vouch for the figure). Forgetting comes from the card, which measured the plain
-# form from the same files. In the full profile each method is trained live and measured.
+# In the CPU profile every method's figures come from its shipped adapter's card, after
+# each file of the adapter is checked against the card's sha256; two of them (full
+# fine-tuning and LoRA q,v) are loaded and re-measured live on the 500 test problems, and
+# the assert checks that the live figure is the card's (the files vouch for the figure;
+# the other chapters re-measure the rest, and `python -m minillama eval
+# minillama/adapters/<name>` re-measures any of them). Forgetting comes from the card,
+# which measured the plain form from the same files. In the full profile each method is
+# trained live and measured. The base itself is measured live in the Alpaca template on
+# the same problems; its plain-form score is the card's plain exact match plus its
+# forgetting, the same for every card.
 
 # %%
 test = bench.test_records()
-runs = {}
+LIVE = ("full", "lora-qv")          # CPU profile: re-measured from the files
+base_em = greedy_score(base, tok, test, device=DEVICE)["exact_match"]
+base_ci = wilson_interval(round(base_em * len(test)), len(test))
+runs, source = {}, {}
 for name in NAMES:
     if PROFILE == "cpu":
-        model, _, card = bench.load_adapter(name, device=DEVICE)
-        live = greedy_score(model, tok, test, device=DEVICE)["exact_match"]
-        assert round(live, 4) == card["test_exact_match"], (name, live, card["test_exact_match"])
-        runs[name] = card
+        runs[name] = card = bench.adapter_card(name)            # sha256 of every file checked
+        source[name] = "card"
+        if name in LIVE:
+            model, _, _ = bench.load_adapter(name, device=DEVICE)
+            live = greedy_score(model, tok, test, device=DEVICE)["exact_match"]
+            assert round(live, 4) == card["test_exact_match"], (name, live, card["test_exact_match"])
+            source[name] = f"live {live:.1%} = card"
+            del model
     else:
         model, _, log, wall = bench.run(bench.method(name), device=DEVICE)
         runs[name] = bench.card_figures(bench.measure(model, tok, device=DEVICE))
-    del model
+        source[name] = f"trained live, {wall:.0f} s"
+        del model
     r = runs[name]
     print(f"{name:11s} exact match {r['test_exact_match']:6.1%} [{r['ci95'][0]:.1%}, "
-          f"{r['ci95'][1]:.1%}]  forgetting {r['forgetting']:+6.1%}")
+          f"{r['ci95'][1]:.1%}]  forgetting {r['forgetting']:+6.1%}   {source[name]}")
+base_plain = {round(r["plain_exact_match"] + r["forgetting"], 3) for r in runs.values()}
+print(f"base (live): exact match {base_em:.1%} [{base_ci[0]:.1%}, {base_ci[1]:.1%}]; "
+      f"plain form {', '.join(f'{v:.1%}' for v in base_plain)}")
+assert len(base_plain) == 1
 
 # %% [markdown]
 # ## 4. The table
@@ -191,6 +211,8 @@ print(f"memory: {memory_kind}, one batch of {bench.BATCH}; step: mean of 2 timed
       f"exact match on {bench.N_TEST} test problems")
 print(f"{'method':11s}{'trainable':>11s}{'share':>9s}{'memory MB':>11s}{'step s':>8s}"
       f"{'exact match [95% CI]':>25s}{'forgetting':>12s}")
+print(f"{'base':11s}{0:>11,d}{0:>9.2%}{'':>11s}{'':>8s}{base_em:>10.1%} [{base_ci[0]:5.1%}, "
+      f"{base_ci[1]:5.1%}]{0:>+12.1%}")
 for name in NAMES:
     c, r = costs[name], runs[name]
     print(f"{name:11s}{c['trainable']:>11,d}{c['share']:>9.2%}{c['memory'] / 1e6:>11.2f}"
@@ -212,6 +234,9 @@ for name in NAMES:
     axes[1].scatter(x, 100 * r["forgetting"])
     axes[1].annotate(name, (x, 100 * r["forgetting"]), textcoords="offset points",
                      xytext=(5, 3), fontsize=8)
+axes[0].axhline(100 * base_em, color="k", lw=0.8, ls="--")
+axes[0].annotate("base", (costs["adapter-v1"]["trainable"], 100 * base_em), fontsize=8,
+                 textcoords="offset points", xytext=(0, 4))
 axes[0].set_ylabel("exact match, Alpaca template (%), 95% CI")
 axes[1].set_ylabel("forgetting: drop in plain-form exact match (points)")
 axes[1].axhline(0, color="k", lw=0.8)
@@ -253,11 +278,95 @@ lora_share = runs["lora-qv"]["test_exact_match"] / runs["full"]["test_exact_matc
 print(f"LoRA q,v (share {costs['lora-qv']['share']:.2%}) reaches {lora_share:.1%} of full "
       f"fine-tuning's exact match; QLoRA - LoRA q,v = "
       f"{100 * (runs['qlora']['test_exact_match'] - runs['lora-qv']['test_exact_match']):+.1f} "
-      f"points")
+      f"points, intervals {'apart' if apart('qlora', 'lora-qv') else 'overlapping'}")
+above = {n: runs[n]["test_exact_match"] - base_em for n in NAMES}
+print("points above the base's exact match:",
+      ", ".join(f"{n} {100 * v:+.1f}" for n, v in above.items()))
+print(">= 50 points above the base:", [n for n in NAMES if above[n] >= 0.5],
+      " below that:", [n for n in NAMES if above[n] < 0.5])
 
 # %% [markdown]
-# TODO(prose after the real adapters).
+# What the table says, claim by claim (each asserted in the cell below):
 #
+# * **Above the base.** The base answers 5.4% of the test problems in the Alpaca template.
+#   Full fine-tuning, both LoRAs, QLoRA and V2 end 65.4 to 71.6 points above it. Adapter V1
+#   (42.2%, +36.8 points) and the Excitor (33.4%, +28.0) do *not* reach the issue's target
+#   of 50 points above the base at this budget (150 steps, each at its swept learning
+#   rate): the target fails for them.
+# * **LoRA q,v vs full.** With 1.20% of the parameters trainable, LoRA q,v reaches 99.2% of
+#   full fine-tuning's exact match (75.0% vs 75.6%): the 95% target holds.
+# * **QLoRA vs LoRA q,v.** QLoRA scores 2.6 points below LoRA q,v at the same rank, targets,
+#   steps and learning rate (72.4% vs 75.0%), so the "within 2 points" target does *not*
+#   hold; the two intervals overlap, so the test set cannot say the NF4 base costs anything
+#   at all.
+# * **Who is tied.** The intervals cannot separate the top five (LoRA all-7 77.0%, full
+#   75.6%, LoRA q,v 75.0%, QLoRA 72.4%, V2 70.8%); V1 and the Excitor are apart from them
+#   and from each other.
+# * **Forgetting** is not what the trainable share predicts. LoRA q,v forgets 36.8 points
+#   of the base's plain-form skill, about twice full fine-tuning's 19.0, and QLoRA 50.6;
+#   their plain-form intervals are apart from full fine-tuning's. V1 (9.2) and the Excitor
+#   (6.4) forget least, and also learned the format least.
+# * **Memory** (measured, one batch of 16): full fine-tuning trains 221x the values of the
+#   leanest method but needs only 1.7x the memory of the leanest (QLoRA). On a model this
+#   small the activations autograd saves (139 to 248 MB) dwarf the weights (10.2 MB),
+#   their gradients and AdamW's moments, and V2 and the Excitor, whose extra operations
+#   save extra activations, need *more* memory than full fine-tuning. QLoRA's 4-bit base
+#   saves 8.2 MB of weights against LoRA q,v. At 7B the weights, their gradients and
+#   AdamW's moments are the large part, and that is what PEFT saves; here they are too
+#   small to matter.
+# * **Step time**: no method's step is even twice as fast as full fine-tuning's, since the
+#   backward pass still runs through every frozen layer (timings from two steps each on a
+#   shared CPU: read them as rough).
+
+# %%
+def plain_interval(name):
+    r = runs[name]
+    return wilson_interval(round(r["plain_exact_match"] * r["test_records"]), r["test_records"])
+
+
+em = {n: runs[n]["test_exact_match"] for n in NAMES}
+fg = {n: runs[n]["forgetting"] for n in NAMES}
+for n in ("full", "lora-qv", "qlora"):
+    lo, hi = plain_interval(n)
+    print(f"{n:8s} plain-form exact match {runs[n]['plain_exact_match']:.1%} [{lo:.1%}, {hi:.1%}]")
+acts = [costs[n]["parts"].get("activations", 0) for n in NAMES]
+weights = costs["full"]["parts"].get("weights", 0)
+print(f"saved activations {min(acts) / 1e6:.0f} to {max(acts) / 1e6:.0f} MB; full model's "
+      f"weights {weights / 1e6:.1f} MB; QLoRA saves "
+      f"{(costs['lora-qv']['parts'].get('weights', 0) - costs['qlora']['parts'].get('weights', 0)) / 1e6:.1f} MB "
+      f"of weights against LoRA q,v")
+fastest = min(NAMES[1:], key=lambda n: costs[n]["step_s"])
+print(f"fastest step: {fastest} {costs[fastest]['step_s']:.2f} s vs full {costs['full']['step_s']:.2f} s")
+assert all(above[n] >= 0.5 for n in ("full", "lora-qv", "lora-all", "qlora", "adapter-v2"))
+assert above["adapter-v1"] < 0.5 and above["excitor"] < 0.5
+assert lora_share >= 0.95 and costs["lora-qv"]["share"] < 0.02
+assert em["lora-qv"] - em["qlora"] > 0.02 and not apart("qlora", "lora-qv")
+assert set(groups[0]) == {"lora-all", "full", "lora-qv", "qlora", "adapter-v2"}
+assert groups[1:] == [["adapter-v1"], ["excitor"]]
+assert fg["lora-qv"] > 1.5 * fg["full"] and fg["qlora"] > fg["lora-qv"]
+assert plain_interval("lora-qv")[1] < plain_interval("full")[0]
+assert plain_interval("qlora")[1] < plain_interval("full")[0]
+assert sorted(NAMES, key=fg.get)[:2] == ["excitor", "adapter-v1"]
+assert sorted(NAMES, key=em.get)[:2] == ["excitor", "adapter-v1"]
+if DEVICE == "cpu":                     # the CPU profile measures memory part by part
+    assert min(acts) > 10 * weights
+    assert min(NAMES, key=lambda n: costs[n]["memory"]) == "qlora"
+    assert costs["adapter-v2"]["memory"] > costs["full"]["memory"]
+    assert costs["excitor"]["memory"] > costs["full"]["memory"]
+    assert (round(ratio("trainable")), round(ratio("memory"), 1)) == (221, 1.7)
+    assert (round(min(acts) / 1e6), round(max(acts) / 1e6), round(weights / 1e6, 1)) == (139, 248, 10.2)
+    assert round((costs["lora-qv"]["parts"]["weights"] - costs["qlora"]["parts"]["weights"]) / 1e6, 1) == 8.2
+assert costs[fastest]["step_s"] > 0.5 * costs["full"]["step_s"]
+if PROFILE == "cpu":                    # the shipped cards' figures, as quoted
+    assert {n: round(100 * em[n], 1) for n in NAMES} == {
+        "full": 75.6, "lora-qv": 75.0, "lora-all": 77.0, "qlora": 72.4, "adapter-v1": 42.2,
+        "adapter-v2": 70.8, "excitor": 33.4}
+    assert {n: round(100 * fg[n], 1) for n in NAMES} == {
+        "full": 19.0, "lora-qv": 36.8, "lora-all": 20.6, "qlora": 50.6, "adapter-v1": 9.2,
+        "adapter-v2": 18.2, "excitor": 6.4}
+    assert round(100 * base_em, 1) == 5.4 and round(100 * lora_share, 1) == 99.2
+
+# %% [markdown]
 # ## 7. Noisy labels
 #
 # The benchmark's noisy variant gives 30% of the training records a wrong or sloppy
@@ -293,17 +402,55 @@ for name, cards in noisy.items():
     print(f"  noisy interval entirely below the clean one: {sum(below)} of 3 seeds")
 
 # %% [markdown]
-# TODO(prose after the real adapters): what noise costs.
+# Noise cost both methods accuracy in every seed here. LoRA q,v falls from 75.0% to
+# 54.4%, 56.8% and 58.0%, each noisy interval entirely below the clean one; the Excitor
+# from 33.4% to 27.0%, 25.8% and 23.4%, below the clean interval in one seed of three (the
+# other two overlap it). That is what these two methods did at this budget, not a law:
+# we do not claim that noise can only cost accuracy. Forgetting is where they differ. On
+# noisy labels LoRA q,v forgets 53.4, 52.6 and 61.4 points of the base's plain-form skill
+# (36.8 clean), the Excitor 7.4, 8.2 and 12.0 (6.4 clean): smaller for the Excitor in each
+# seed, with the plain-form intervals apart. Its instruction accuracy on the noisy data is
+# far lower, though: 27.0%, 25.8% and 23.4% against LoRA q,v's 54.4%, 56.8% and 58.0%. At
+# this budget the Excitor both learns and forgets little; on clean data it is not 50
+# points above the base either.
 
 # %%
+def plain_ci(card):
+    return wilson_interval(round(card["plain_exact_match"] * card["test_records"]),
+                           card["test_records"])
+
+
+for s, e, l in zip(bench.SEEDS, noisy["excitor"], noisy["lora-qv"]):
+    (elo, ehi), (llo, lhi) = plain_ci(e), plain_ci(l)
+    print(f"seed {s}: forgetting excitor {e['forgetting']:+.1%} vs LoRA q,v {l['forgetting']:+.1%}; "
+          f"plain EM [{elo:.1%}, {ehi:.1%}] vs [{llo:.1%}, {lhi:.1%}]; exact match "
+          f"{e['test_exact_match']:.1%} vs {l['test_exact_match']:.1%}")
+below = {n: sum(c["ci95"][1] < runs[n]["ci95"][0] for c in noisy[n]) for n in NOISY}
+print("seeds whose noisy interval lies below the clean one:", below)
+assert all(c["test_exact_match"] < runs[n]["test_exact_match"] for n in NOISY for c in noisy[n])
+assert all(e["forgetting"] < l["forgetting"] and plain_ci(e)[0] > plain_ci(l)[1]
+           for e, l in zip(noisy["excitor"], noisy["lora-qv"]))
+assert all(e["test_exact_match"] < l["test_exact_match"]
+           for e, l in zip(noisy["excitor"], noisy["lora-qv"]))
+assert all(c["forgetting"] > runs[n]["forgetting"] for n in NOISY for c in noisy[n])
+if PROFILE == "cpu":                                  # the shipped cards' figures
+    assert below == {"lora-qv": 3, "excitor": 1}
+    figs = {n: [(round(100 * c["test_exact_match"], 1), round(100 * c["forgetting"], 1))
+                for c in noisy[n]] for n in NOISY}
+    assert figs == {"lora-qv": [(54.4, 53.4), (56.8, 52.6), (58.0, 61.4)],
+                    "excitor": [(27.0, 7.4), (25.8, 8.2), (23.4, 12.0)]}, figs
+    assert [round(100 * runs[n]["forgetting"], 1) for n in NOISY] == [36.8, 6.4]
 print(f"chapter ran in {time.perf_counter() - T0:.1f} s")
 
 # %% [markdown]
 # ## Exercises
 #
-# `exercises/ch14_head_to_head.py`: the Wilson interval behind every error bar of this
-# chapter, and a rank race (LoRA ranks trained side by side on a regression problem,
-# graded on the measured trend: each rank's loss floor is its best rank-r fit).
+# `exercises/ch14_head_to_head.py`: the Wilson score interval for an exact-match rate
+# (how wide it is on the benchmark's test records), and an experiment: a LoRA rank race on
+# a regression problem, graded on the curves it returns (they must start at the untrained
+# loss, never beat the best rank-$r$ fit, reach it, and order by rank). Grade your work
+# with the cell below (set `IMPL = "exercises"`); as shipped it grades the reference
+# solutions.
 
 # %%
 IMPL = "solutions"
