@@ -1,36 +1,41 @@
 # %% [markdown]
 # # Chapter 14 — PEFT head-to-head
 #
-# Chapters 7 to 12 built each method on its own. Here they race on the same base, the same
-# data and the same budget of steps, and we measure what the survey (arXiv 2510.12178)
-# tabulates from the papers — plus two things papers rarely report side by side:
+# Chapters 7 to 12 built each method on its own. Here they meet on the course's PEFT
+# benchmark (`minillama/tasks/bench.py`): the same base, the same training data, the same
+# budget of steps, each method at the learning rate a recorded sweep chose for it, and one
+# 500-problem test set. We measure what the survey (arXiv 2510.12178) tabulates from the
+# papers, plus what papers rarely report side by side:
 #
 # | method | paper | file |
 # |---|---|---|
 # | full fine-tuning | — | `minillama/finetune.py` |
-# | LoRA | Hu et al., arXiv 2106.09685 | `minillama/peft/lora.py` |
+# | LoRA ($r=8$ on wq, wv; and on all seven linears) | Hu et al., arXiv 2106.09685 | `minillama/peft/lora.py` |
+# | QLoRA (LoRA on wq, wv over an NF4 base) | Dettmers et al., arXiv 2305.14314 | `minillama/peft/qlora.py` |
 # | LLaMA-Adapter V1 | Zhang et al., arXiv 2303.16199 | `minillama/peft/adapter_v1.py` |
 # | LLaMA-Adapter V2 | Gao et al., arXiv 2304.15010 | `minillama/peft/adapter_v2.py` |
 # | LLaMA-Excitor | Zou et al., arXiv 2404.00913 | `minillama/peft/excitor.py` |
 #
-# For each method, trained once on clean instructions and once on instructions of which
-# 30% have a wrong or sloppy answer (label noise):
+# Per method:
 #
-# * **trainable parameters**;
-# * **training memory**: on CUDA the peak `torch.cuda.max_memory_allocated`; on the CPU the
-#   bytes of the tensors a step holds, counted from the tensors themselves (parameters,
-#   gradients, AdamW's two moments) plus the activations autograd saves for the backward
-#   pass (counted with `torch.autograd.graph.saved_tensors_hooks` on one batch);
-# * **wall time** of the training run;
-# * **held-out accuracy**: greedy exact match on prompts never seen in training, from the
-#   trained task families, scored against the *correct* answer even when training was noisy;
-# * **forgetting**: the base model's pretraining text was mostly children's stories; its
-#   loss on unseen stories before and after fine-tuning says how much of that was lost.
+# * **trainable parameters** and their share of the base;
+# * **training memory**: on CUDA the peak `torch.cuda.max_memory_allocated` over a few
+#   steps; on the CPU the bytes of the tensors a step holds, measured from the tensors
+#   themselves: the model's parameters and buffers, the gradients, AdamW's moments, and
+#   the activations autograd saves for the backward pass (caught with
+#   `torch.autograd.graph.saved_tensors_hooks` on one benchmark batch);
+# * **step time**: the mean of a few live training steps on benchmark batches;
+# * **exact match** in the Alpaca template on the 500 test problems, with its 95%
+#   (Wilson) interval;
+# * **forgetting**: the drop in *plain-form* exact match (the form the base learned its
+#   skills in) on the same problems, from the base's.
 #
-# **Profiles.** `MINILLAMA_PROFILE=cpu` (the default without a GPU) trains every run for a
-# few dozen steps on four task families: on two CPU cores the chapter then shows the
-# *shape* of the comparison in about a minute. `full` (the default on CUDA) trains on
-# every family of the base's pretraining text for hundreds of steps.
+# **Profiles.** `MINILLAMA_PROFILE=cpu` (the default without a GPU) times a few live steps
+# per method, then reads each method's figures from its shipped adapter's card
+# (`minillama/adapters/`, every file checked against the card's sha256) and re-measures
+# two of them live from the files (full fine-tuning and LoRA q,v), and the base; the
+# notebook prints its wall time at the end. `full` (the default on CUDA) trains every
+# method live for the benchmark's full budget, clean and noisy.
 
 # %%
 import time
@@ -39,239 +44,205 @@ import matplotlib.pyplot as plt
 import torch
 
 from minillama import course
-from minillama import peft as P
-from minillama.data import generate_stories, instruction_data
-from minillama.finetune import finetune, greedy_score, sft_batch, sft_loss, sft_tokens
-from minillama.peft.lora import TARGETS
+from minillama.files import read_json
+from minillama.finetune import greedy_score, sft_batch, sft_tokens
+from minillama.metrics import wilson_interval
 from minillama.reference import load_reference
-from minillama.tasks import MIXED_FAMILIES
-from minillama.train import TrainConfig, evaluate, make_optimizer
+from minillama.tasks import bench
+from minillama.train import TrainConfig, make_optimizer
 
 PROFILE, DEVICE = course.setup()
-BASE = "mixed"
 T0 = time.perf_counter()
 print(f"profile={PROFILE} device={DEVICE}")
 
 # %% [markdown]
-# ## 1. Base, data and budget
+# ## 1. The benchmark
 #
-# The base is the `mixed` reference (`minillama/recipes.py`): the `stories` model of
-# chapter 5 with its pretraining continued on stories mixed with task text. It met the
-# task families written plainly (`Find the biggest number.\n3, 9\nAnswer:\n9`) but never
-# the Alpaca template the instruction data uses, so, like LLaMA before Alpaca, it knows
-# some of the skills and none of the format. The training set holds exactly as
-# many records as the run will see (steps x batch), so every record is seen once; the
-# test set keeps only prompts that are not in it. The noisy set is the same records with
-# 30% of the answers replaced by a plausible wrong one or a sloppy phrasing
-# (`instruction_data(..., noise=0.3)`; the clean records are identical).
+# The base (`peft-base`) has mastered seven task families asked in the plain form of its
+# pretraining text and almost never answers them in the Alpaca template: instruction
+# tuning has one job here, teaching the format (LIMA's "superficial alignment", Zhou et
+# al., arXiv 2305.11206). `adapters/base.json` holds the base's skill on 1,000 unseen
+# problems.
 
 # %%
-base, tok, card = load_reference(BASE, device=DEVICE)
+skill = read_json(bench.ADAPTER_DIR / "base.json")
+base, tok, _ = load_reference(bench.BASE, device=DEVICE)
 n_base = sum(p.numel() for p in base.parameters())
-n_layers = base.cfg.n_layers
-print(f"base: {card['recipe']}, {n_base:,} parameters, {n_layers} blocks of dim {base.cfg.dim}")
-
-if PROFILE == "cpu":
-    TASKS = ["refusal", "lookup_colour", "count_words", "reverse_word"]
-    STEPS, BATCH, N_TEST = 24, 8, 48
-else:
-    TASKS = MIXED_FAMILIES
-    STEPS, BATCH, N_TEST = 600, 32, 400
-NOISE = 0.3
-data = {"clean": instruction_data(STEPS * BATCH, seed=0, families=TASKS),
-        "noisy": instruction_data(STEPS * BATCH, seed=0, families=TASKS, noise=NOISE)}
-seen = {(r["instruction"], r["input"]) for r in data["clean"]}
-test_set = [r for r in instruction_data(20 * N_TEST, seed=1, families=TASKS)
-            if (r["instruction"], r["input"]) not in seen][:N_TEST]
-noisy_example = next(r for r in data["noisy"] if r["noisy"])
-print(f"{len(TASKS)} families, {len(data['clean'])} training records per run, "
-      f"{sum(r['noisy'] for r in data['noisy'])} of them noisy in the noisy set, "
-      f"{len(test_set)} test records")
-print("a noisy record:", {k: noisy_example[k] for k in ("instruction", "output",
-                                                         "clean_output")})
+print(f"base {bench.BASE}: {n_base:,} parameters; on {skill['n']:,} unseen problems "
+      f"plain form {skill['plain_exact_match']:.1%}, Alpaca template "
+      f"{skill['alpaca_exact_match']:.1%}")
+print(f"training: {bench.N_TRAIN} Alpaca records of {', '.join(bench.TRAIN_FAMILIES)} "
+      f"(noisy variant: {bench.NOISE:.0%} wrong); {bench.STEPS} steps x {bench.BATCH}, "
+      f"warmup {bench.WARMUP}")
+print(f"test: {bench.N_TEST} unseen problems of all seven families "
+      f"({', '.join(bench.HELDOUT_FAMILIES)} never in the Alpaca training data)")
+NAMES = ["full", "lora-qv", "lora-all", "qlora", "adapter-v1", "adapter-v2", "excitor"]
+for name in NAMES:
+    m = bench.method(name)
+    print(f"  {name:11s} lr {m.lr:.0e}  {m.about}")
 
 # %% [markdown]
-# Forgetting is measured on stories the base never saw (a seed far from its training
-# data), with `minillama.train.evaluate`: the mean next-token loss on fixed windows.
-
-# %%
-story_tokens = torch.tensor([i for s in generate_stories(200, seed=777_777)
-                             for i in tok.encode(s, bos=True, eos=True)])
-story_eval = TrainConfig(batch_size=8, seq_len=min(128, base.cfg.max_seq_len), eval_batches=4)
-base_story_loss = evaluate(base, story_tokens, story_eval, device=DEVICE)
-base_test_loss = sft_loss(base, tokenizer=tok, records=test_set, device=DEVICE)
-print(f"base: stories loss {base_story_loss:.3f}, test response loss {base_test_loss:.2f}, "
-      f"exact match {greedy_score(base, tokenizer=tok, records=test_set)['exact_match']:.1%}")
-
-# %% [markdown]
-# ## 2. The contestants
+# ## 2. What a training step costs
 #
-# Every PEFT method gets its prompts in *all* blocks of this small base (the papers' "top
-# 30 of 32 layers" is nearly all of them too); LoRA adapts all seven linears with $r=8$,
-# the QLoRA recipe, because on `wq, wv` alone it barely moves in so few steps (chapter 7).
-# Each method trains at a learning rate that suits it: full fine-tuning moves weights that
-# are already tuned and takes a small one; the adapters start at zero (LoRA's $B$, the
-# gates) and take a large one.
+# For each method, three live steps on benchmark batches: the first runs under the
+# saved-tensor hook (each storage counted once, the model's own parameters excluded) and
+# creates AdamW's moments; the other two are timed. On the CPU the memory is the sum of
+# what was measured: parameters and buffers (QLoRA's NF4 weights are buffers of packed
+# 4-bit codes and their scales), gradients, AdamW moments and saved activations.
 
 # %%
-METHODS = {  # name: (method or None for full fine-tuning, options, learning rate)
-    "full FT": (None, {}, 1e-3),
-    "LoRA": ("lora", dict(r=8, alpha=16, targets=TARGETS), 1e-2),
-    "Adapter V1": ("adapter_v1", dict(layers=n_layers), 2e-2),
-    "Adapter V2": ("adapter_v2", dict(layers=n_layers), 1e-2),
-    "Excitor": ("excitor", dict(layers=n_layers), 1e-2),
-}
+train = bench.train_records()
+examples = [sft_tokens(r, tok) for r in train[:3 * bench.BATCH]]
+batches = [sft_batch(examples[i:i + bench.BATCH], tok.pad_id)
+           for i in range(0, len(examples), bench.BATCH)]
 
 
-def fresh(name):
-    """The base model, with ``name``'s method applied (all parameters trainable for full FT)."""
-    model, _, _ = load_reference(BASE, device=DEVICE)
-    method, options, _ = METHODS[name]
-    return P.apply(model, method, **options) if method else model
+def tensor_bytes(tensors):
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def saved_activation_bytes(model, records):
-    """Bytes of the tensors autograd keeps for the backward pass of one training batch.
-
-    Each storage counts once; the model's own parameters are not activations.
-    """
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen_storage, total = set(), 0
+def step_costs(name):
+    """(trainable values, memory bytes by kind, mean seconds of a timed step) for one method."""
+    m = bench.method(name)
+    model, _ = bench.fresh(m, device=DEVICE)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(model, TrainConfig(lr=m.lr))
+    own = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen, saved = set(), 0
 
     def pack(t):
-        nonlocal total
-        storage = t.untyped_storage()
-        key = storage.data_ptr()
-        if key not in params and key not in seen_storage:
-            seen_storage.add(key)
-            total += storage.nbytes()
+        nonlocal saved
+        key = t.untyped_storage().data_ptr()
+        if key not in own and key not in seen:
+            seen.add(key)
+            saved += t.untyped_storage().nbytes()
         return t
 
-    x, y = sft_batch([sft_tokens(r, tok) for r in records[:BATCH]], tok.pad_id)
     model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        _, loss = model(x.to(DEVICE), y.to(DEVICE))
-    del loss
-    model.eval()
-    return total
-
-
-def state_bytes(model):
-    """Parameters + gradients + AdamW moments, from the model's tensors and the optimiser's."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(model, TrainConfig())
-    for p in trainable:                       # one zero step creates AdamW's state tensors
-        p.grad = torch.zeros_like(p)
-    with torch.no_grad():
-        saved = [p.detach().clone() for p in trainable]
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for i, (x, y) in enumerate(batches):
+        t = time.perf_counter()
+        if i == 0:
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                _, loss = model(x.to(DEVICE), y.to(DEVICE))
+        else:
+            _, loss = model(x.to(DEVICE), y.to(DEVICE))
+        loss.backward()
         optimizer.step()
-        for p, s in zip(trainable, saved):
-            p.copy_(s)
-    moments = sum(t.numel() * t.element_size() for st in optimizer.state.values()
-                  for t in st.values() if torch.is_tensor(t) and t.dim() > 0)
-    params = sum(p.numel() * p.element_size() for p in model.parameters())
-    grads = sum(p.grad.numel() * p.grad.element_size() for p in trainable)
-    for p in trainable:
-        p.grad = None
-    return params + grads + moments
+        if i == 0:
+            grads = tensor_bytes(p.grad for p in trainable)
+        optimizer.zero_grad(set_to_none=True)
+        if DEVICE == "cuda":
+            torch.cuda.synchronize()
+        if i > 0:
+            times.append(time.perf_counter() - t)
+    memory = {"weights": tensor_bytes([*model.parameters(), *model.buffers()]),
+              "grads": grads,
+              "adam": tensor_bytes(v for st in optimizer.state.values() for v in st.values()
+                                   if torch.is_tensor(v) and v.dim() > 0),
+              "activations": saved}
+    if DEVICE == "cuda":
+        memory = {"peak": torch.cuda.max_memory_allocated()}
+    return sum(p.numel() for p in trainable), memory, sum(times) / len(times)
 
 
-for name in METHODS:
-    model = fresh(name)
-    print(f"{name:11s} {P.trainable_parameters(model) if METHODS[name][0] else n_base:>10,d} "
-          f"trainable")
-del model
+costs = {}
+for name in NAMES:
+    n, memory, step = step_costs(name)
+    costs[name] = {"trainable": n, "share": n / n_base, "memory": sum(memory.values()),
+                   "parts": memory, "step_s": step}
+    print(f"{name:11s} {n:>10,d} trainable ({n / n_base:7.3%})  "
+          + "  ".join(f"{k} {v / 1e6:6.2f}" for k, v in memory.items())
+          + f"  = {sum(memory.values()) / 1e6:6.2f} MB   step {step:.2f} s")
 
 # %% [markdown]
-# `state_bytes` takes one AdamW step with zero gradients (and puts the weights back) so
-# that the optimiser's moment tensors exist and can be measured rather than assumed.
+# ## 3. Exact match and forgetting
 #
-# ## 3. The race
-#
-# Ten runs: five methods, clean and noisy data, same steps, same batches, same seed.
+# In the CPU profile every method's figures come from its shipped adapter's card, after
+# each file of the adapter is checked against the card's sha256; two of them (full
+# fine-tuning and LoRA q,v) are loaded and re-measured live on the 500 test problems, and
+# the assert checks that the live figure is the card's (the files vouch for the figure;
+# the other chapters re-measure the rest, and `python -m minillama eval
+# minillama/adapters/<name>` re-measures any of them). Forgetting comes from the card,
+# which measured the plain form from the same files. In the full profile each method is
+# trained live and measured. The base itself is measured live in the Alpaca template on
+# the same problems; its plain-form score is the card's plain exact match plus its
+# forgetting, the same for every card.
 
 # %%
-runs = {}
-for dataset in ("clean", "noisy"):
-    for name, (method, _, lr) in METHODS.items():
-        model = fresh(name)
-        trainable = P.trainable_parameters(model) if method else n_base
-        if DEVICE == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            memory = None
-        else:
-            memory = state_bytes(model) + saved_activation_bytes(model, data[dataset])
-        log = finetune(model, tokenizer=tok, records=data[dataset], steps=STEPS, lr=lr,
-                       batch_size=BATCH, warmup=max(1, STEPS // 10), device=DEVICE)
-        if DEVICE == "cuda":
-            torch.cuda.synchronize()
-            memory = torch.cuda.max_memory_allocated()
-        score = greedy_score(model, tokenizer=tok, records=test_set, device=DEVICE)
-        runs[name, dataset] = {          # one teacher-forced pass gives both test figures
-            "trainable": trainable, "memory": memory, "time": log[-1]["time"],
-            "log": log, "exact_match": score["exact_match"], "test_loss": score["loss"],
-            "story_loss": evaluate(model, story_tokens, story_eval, device=DEVICE)}
-        r = runs[name, dataset]
-        print(f"{dataset:5s} {name:11s} {r['time']:6.1f} s  test loss {r['test_loss']:5.2f}  "
-              f"exact match {r['exact_match']:6.1%}  stories loss {r['story_loss']:.3f}")
+test = bench.test_records()
+LIVE = ("full", "lora-qv")          # CPU profile: re-measured from the files
+base_em = greedy_score(base, tok, test, device=DEVICE)["exact_match"]
+base_ci = wilson_interval(round(base_em * len(test)), len(test))
+runs, source = {}, {}
+for name in NAMES:
+    if PROFILE == "cpu":
+        runs[name] = card = bench.adapter_card(name)            # sha256 of every file checked
+        source[name] = "card"
+        if name in LIVE:
+            model, _, _ = bench.load_adapter(name, device=DEVICE)
+            live = greedy_score(model, tok, test, device=DEVICE)["exact_match"]
+            assert round(live, 4) == card["test_exact_match"], (name, live, card["test_exact_match"])
+            source[name] = f"live {live:.1%} = card"
+            del model
+    else:
+        model, _, log, wall = bench.run(bench.method(name), device=DEVICE)
+        runs[name] = bench.card_figures(bench.measure(model, tok, device=DEVICE))
+        source[name] = f"trained live, {wall:.0f} s"
         del model
+    r = runs[name]
+    print(f"{name:11s} exact match {r['test_exact_match']:6.1%} [{r['ci95'][0]:.1%}, "
+          f"{r['ci95'][1]:.1%}]  forgetting {r['forgetting']:+6.1%}   {source[name]}")
+base_plain = {round(r["plain_exact_match"] + r["forgetting"], 3) for r in runs.values()}
+print(f"base (live): exact match {base_em:.1%} [{base_ci[0]:.1%}, {base_ci[1]:.1%}]; "
+      f"plain form {', '.join(f'{v:.1%}' for v in base_plain)}")
+assert len(base_plain) == 1
 
 # %% [markdown]
 # ## 4. The table
-#
-# Memory is in MB ($10^6$ bytes); "forgetting" is the rise of the stories loss over the
-# base's, in nats per token.
 
 # %%
-memory_kind = "peak CUDA allocated" if DEVICE == "cuda" else \
-    "tensors held (params + grads + AdamW moments + saved activations)"
-print(f"memory: {memory_kind}; {STEPS} steps x {BATCH} records; base stories loss "
-      f"{base_story_loss:.3f}, base test loss {base_test_loss:.2f}")
-header = (f"{'method':11s}{'trainable':>11s}{'% base':>8s}{'memory MB':>11s}{'time s':>8s}"
-          f"{'EM clean':>10s}{'EM noisy':>10s}{'loss clean':>12s}{'loss noisy':>12s}"
-          f"{'forget':>8s}")
-print(header)
-for name in METHODS:
-    c, n = runs[name, "clean"], runs[name, "noisy"]
-    print(f"{name:11s}{c['trainable']:>11,d}{c['trainable'] / n_base:>8.2%}"
-          f"{c['memory'] / 1e6:>11.2f}{c['time']:>8.1f}{c['exact_match']:>10.1%}"
-          f"{n['exact_match']:>10.1%}{c['test_loss']:>12.2f}{n['test_loss']:>12.2f}"
-          f"{c['story_loss'] - base_story_loss:>+8.3f}")
+memory_kind = ("peak CUDA allocated" if DEVICE == "cuda" else
+               "measured: weights and buffers + grads + AdamW moments + saved activations")
+print(f"memory: {memory_kind}, one batch of {bench.BATCH}; step: mean of 2 timed steps; "
+      f"exact match on {bench.N_TEST} test problems")
+print(f"{'method':11s}{'trainable':>11s}{'share':>9s}{'memory MB':>11s}{'step s':>8s}"
+      f"{'exact match [95% CI]':>25s}{'forgetting':>12s}")
+print(f"{'base':11s}{0:>11,d}{0:>9.2%}{'':>11s}{'':>8s}{base_em:>10.1%} [{base_ci[0]:5.1%}, "
+      f"{base_ci[1]:5.1%}]{0:>+12.1%}")
+for name in NAMES:
+    c, r = costs[name], runs[name]
+    print(f"{name:11s}{c['trainable']:>11,d}{c['share']:>9.2%}{c['memory'] / 1e6:>11.2f}"
+          f"{c['step_s']:>8.2f}{r['test_exact_match']:>10.1%} [{r['ci95'][0]:5.1%}, "
+          f"{r['ci95'][1]:5.1%}]{r['forgetting']:>+12.1%}")
 
 # %% [markdown]
 # ## 5. The plot
 
 # %%
-names = list(METHODS)
-fig, axes = plt.subplots(2, 2, figsize=(11, 7))
-xs = list(range(len(names)))
-for k, dataset in enumerate(("clean", "noisy")):
-    axes[0, 0].bar([x + (k - 0.5) * 0.38 for x in xs],
-                   [runs[n, dataset]["test_loss"] for n in names], width=0.38, label=dataset)
-axes[0, 0].axhline(base_test_loss, color="k", ls="--", lw=1, label="base")
-axes[0, 0].set_ylabel("held-out response loss")
-axes[0, 0].set_yscale("log")
-axes[0, 0].legend(fontsize=8)
-axes[0, 1].bar(xs, [runs[n, "clean"]["story_loss"] - base_story_loss for n in names],
-               color="tab:red")
-axes[0, 1].set_ylabel("forgetting: Δ stories loss")
-for ax in axes[0]:
-    ax.set_xticks(xs)
-    ax.set_xticklabels(names, rotation=20, fontsize=8)
-for n in names:
-    axes[1, 0].scatter(runs[n, "clean"]["trainable"], runs[n, "clean"]["memory"] / 1e6)
-    axes[1, 0].annotate(n, (runs[n, "clean"]["trainable"], runs[n, "clean"]["memory"] / 1e6),
-                        fontsize=8)
-    log = runs[n, "clean"]["log"]
-    axes[1, 1].plot([r["step"] for r in log], [r["loss"] for r in log], label=n)
-axes[1, 0].set_xscale("log")
-axes[1, 0].set_xlabel("trainable parameters")
-axes[1, 0].set_ylabel("training memory (MB)")
-axes[1, 1].set_xlabel("step (clean runs)")
-axes[1, 1].set_ylabel("training response loss")
-axes[1, 1].set_yscale("log")
-axes[1, 1].legend(fontsize=8)
+fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+for name in NAMES:
+    x, r = costs[name]["trainable"], runs[name]
+    em, (lo, hi) = r["test_exact_match"], r["ci95"]
+    axes[0].errorbar(x, 100 * em, yerr=[[100 * (em - lo)], [100 * (hi - em)]], fmt="o",
+                     capsize=3)
+    axes[0].annotate(name, (x, 100 * em), textcoords="offset points", xytext=(5, -12),
+                     fontsize=8)
+    axes[1].scatter(x, 100 * r["forgetting"])
+    axes[1].annotate(name, (x, 100 * r["forgetting"]), textcoords="offset points",
+                     xytext=(5, 3), fontsize=8)
+axes[0].axhline(100 * base_em, color="k", lw=0.8, ls="--")
+axes[0].annotate("base", (costs["adapter-v1"]["trainable"], 100 * base_em), fontsize=8,
+                 textcoords="offset points", xytext=(0, 4))
+axes[0].set_ylabel("exact match, Alpaca template (%), 95% CI")
+axes[1].set_ylabel("forgetting: drop in plain-form exact match (points)")
+axes[1].axhline(0, color="k", lw=0.8)
+for ax in axes:
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters")
 plt.tight_layout()
 plt.show()
 
@@ -279,47 +250,208 @@ plt.show()
 # %% [markdown]
 # ## 6. Reading the result
 #
-# The orderings the runs produced (computed from the table, not typed in):
+# Which differences the test set can resolve: two methods are told apart in exact match
+# only when their 95% intervals do not overlap.
 
 # %%
-def ranking(key, dataset="clean"):
-    return " < ".join(sorted(names, key=lambda n: key(runs[n, dataset])))
+def apart(a, b):
+    (lo_a, hi_a), (lo_b, hi_b) = runs[a]["ci95"], runs[b]["ci95"]
+    return hi_a < lo_b or hi_b < lo_a
 
 
-print("held-out loss, clean:  ", ranking(lambda r: r["test_loss"]))
-print("held-out loss, noisy:  ", ranking(lambda r: r["test_loss"], "noisy"))
-print("forgetting (clean):    ", ranking(lambda r: r["story_loss"]))
-print("training memory:       ", ranking(lambda r: r["memory"]))
-print("trainable parameters:  ", ranking(lambda r: r["trainable"]))
-print("noise cost in exact match (clean - noisy): " + ", ".join(
-    f"{n} {runs[n, 'clean']['exact_match'] - runs[n, 'noisy']['exact_match']:+.1%}"
-    for n in names))
+by_em = sorted(NAMES, key=lambda n: -runs[n]["test_exact_match"])
+print("exact match, best first:", " > ".join(by_em))
+groups = []                 # methods the intervals cannot tell from the best of the group
+for n in by_em:
+    if groups and not apart(groups[-1][0], n):
+        groups[-1].append(n)
+    else:
+        groups.append([n])
+print("tied with the best of their group:", " | ".join(", ".join(g) for g in groups))
+print("forgetting, least first:", " < ".join(sorted(NAMES, key=lambda n: runs[n]["forgetting"])))
+print("memory, least first:    ", " < ".join(sorted(NAMES, key=lambda n: costs[n]["memory"])))
+print("step time, least first: ", " < ".join(sorted(NAMES, key=lambda n: costs[n]["step_s"])))
+ratio = lambda key: costs["full"][key] / min(costs[n][key] for n in NAMES)
+print(f"full fine-tuning vs the leanest: {ratio('trainable'):,.0f}x the trainable "
+      f"parameters, {ratio('memory'):.1f}x the memory")
+lora_share = runs["lora-qv"]["test_exact_match"] / runs["full"]["test_exact_match"]
+print(f"LoRA q,v (share {costs['lora-qv']['share']:.2%}) reaches {lora_share:.1%} of full "
+      f"fine-tuning's exact match; QLoRA - LoRA q,v = "
+      f"{100 * (runs['qlora']['test_exact_match'] - runs['lora-qv']['test_exact_match']):+.1f} "
+      f"points, intervals {'apart' if apart('qlora', 'lora-qv') else 'overlapping'}")
+above = {n: runs[n]["test_exact_match"] - base_em for n in NAMES}
+print("points above the base's exact match:",
+      ", ".join(f"{n} {100 * v:+.1f}" for n, v in above.items()))
+print(">= 50 points above the base:", [n for n in NAMES if above[n] >= 0.5],
+      " below that:", [n for n in NAMES if above[n] < 0.5])
 
 # %% [markdown]
-# What to compare these orderings with:
+# What the table says, claim by claim (each asserted in the cell below):
 #
-# * **Parameters vs memory.** Trainable parameters span orders of magnitude, training
-#   memory much less: the frozen weights are still held, and activations are saved
-#   whatever is frozen, because a frozen layer must still pass gradients down to the
-#   adapters beneath it. On a 2.6M-parameter model at these batch sizes the activations
-#   and the weights are most of it; at 7B the optimiser state of full fine-tuning is
-#   what PEFT removes (chapter 13).
-# * **Learning speed.** Methods that change every block's linear layers (full
-#   fine-tuning, LoRA on all seven, V2's bias and scale) can lower the held-out loss in
-#   few steps; V1 and the Excitor only add prompts behind a gate that starts at zero, so
-#   their first steps mostly open the gate.
-# * **Noise.** The noisy runs are scored against the correct answers, so whatever a
-#   method learns from the 30% wrong answers can only cost it accuracy on the clean test;
-#   the held-out loss shows that cost more steadily than exact match, which on a few
-#   dozen test records moves by whole answers (a difference of one or two is noise).
-# * **Forgetting.** The gated prompt methods start as the exact base model and leave its
-#   weights untouched; the others write into the weights the stories live in. The
-#   learning rate matters as much as the method here: each was set for learning speed,
-#   not to spare the stories.
-#
-# The CPU profile's few dozen steps on a few hundred records show the ordering of these
-# effects, not their size: with 48 test records one answer is 2.1 points of exact match.
-# The full profile's runs are long enough for the accuracies to mean more.
+# * **Above the base.** The base answers 5.4% of the test problems in the Alpaca template.
+#   Full fine-tuning, both LoRAs, QLoRA and V2 end 65.4 to 71.6 points above it. Adapter V1
+#   (42.2%, +36.8 points) and the Excitor (33.4%, +28.0) do *not* reach the issue's target
+#   of 50 points above the base at this budget (150 steps, each at its swept learning
+#   rate): the target fails for them.
+# * **LoRA q,v vs full.** With 1.20% of the parameters trainable, LoRA q,v reaches 99.2% of
+#   full fine-tuning's exact match (75.0% vs 75.6%): the 95% target holds.
+# * **QLoRA vs LoRA q,v.** QLoRA scores 2.6 points below LoRA q,v at the same rank, targets,
+#   steps and learning rate (72.4% vs 75.0%), so the "within 2 points" target does *not*
+#   hold; the two intervals overlap, so the test set cannot say the NF4 base costs anything
+#   at all.
+# * **Who is tied.** The intervals cannot separate the top five (LoRA all-7 77.0%, full
+#   75.6%, LoRA q,v 75.0%, QLoRA 72.4%, V2 70.8%); V1 and the Excitor are apart from them
+#   and from each other.
+# * **Forgetting** is not what the trainable share predicts. LoRA q,v forgets 36.8 points
+#   of the base's plain-form skill, about twice full fine-tuning's 19.0, and QLoRA 50.6;
+#   their plain-form intervals are apart from full fine-tuning's. V1 (9.2) and the Excitor
+#   (6.4) forget least, and also learned the format least.
+# * **Memory** (measured, one batch of 16): full fine-tuning trains 221x the values of the
+#   leanest method but needs only 1.7x the memory of the leanest (QLoRA). On a model this
+#   small the activations autograd saves (139 to 248 MB) dwarf the weights (10.2 MB),
+#   their gradients and AdamW's moments, and V2 and the Excitor, whose extra operations
+#   save extra activations, need *more* memory than full fine-tuning. QLoRA's 4-bit base
+#   saves 8.2 MB of weights against LoRA q,v. At 7B the weights, their gradients and
+#   AdamW's moments are the large part, and that is what PEFT saves; here they are too
+#   small to matter.
+# * **Step time**: no method's step is even twice as fast as full fine-tuning's, since the
+#   backward pass still runs through every frozen layer (timings from two steps each on a
+#   shared CPU: read them as rough).
 
 # %%
+def plain_interval(name):
+    r = runs[name]
+    return wilson_interval(round(r["plain_exact_match"] * r["test_records"]), r["test_records"])
+
+
+em = {n: runs[n]["test_exact_match"] for n in NAMES}
+fg = {n: runs[n]["forgetting"] for n in NAMES}
+for n in ("full", "lora-qv", "qlora"):
+    lo, hi = plain_interval(n)
+    print(f"{n:8s} plain-form exact match {runs[n]['plain_exact_match']:.1%} [{lo:.1%}, {hi:.1%}]")
+acts = [costs[n]["parts"].get("activations", 0) for n in NAMES]
+weights = costs["full"]["parts"].get("weights", 0)
+print(f"saved activations {min(acts) / 1e6:.0f} to {max(acts) / 1e6:.0f} MB; full model's "
+      f"weights {weights / 1e6:.1f} MB; QLoRA saves "
+      f"{(costs['lora-qv']['parts'].get('weights', 0) - costs['qlora']['parts'].get('weights', 0)) / 1e6:.1f} MB "
+      f"of weights against LoRA q,v")
+fastest = min(NAMES[1:], key=lambda n: costs[n]["step_s"])
+print(f"fastest step: {fastest} {costs[fastest]['step_s']:.2f} s vs full {costs['full']['step_s']:.2f} s")
+assert all(above[n] >= 0.5 for n in ("full", "lora-qv", "lora-all", "qlora", "adapter-v2"))
+assert above["adapter-v1"] < 0.5 and above["excitor"] < 0.5
+assert lora_share >= 0.95 and costs["lora-qv"]["share"] < 0.02
+assert em["lora-qv"] - em["qlora"] > 0.02 and not apart("qlora", "lora-qv")
+assert set(groups[0]) == {"lora-all", "full", "lora-qv", "qlora", "adapter-v2"}
+assert groups[1:] == [["adapter-v1"], ["excitor"]]
+assert fg["lora-qv"] > 1.5 * fg["full"] and fg["qlora"] > fg["lora-qv"]
+assert plain_interval("lora-qv")[1] < plain_interval("full")[0]
+assert plain_interval("qlora")[1] < plain_interval("full")[0]
+assert sorted(NAMES, key=fg.get)[:2] == ["excitor", "adapter-v1"]
+assert sorted(NAMES, key=em.get)[:2] == ["excitor", "adapter-v1"]
+if DEVICE == "cpu":                     # the CPU profile measures memory part by part
+    assert min(acts) > 10 * weights
+    assert min(NAMES, key=lambda n: costs[n]["memory"]) == "qlora"
+    assert costs["adapter-v2"]["memory"] > costs["full"]["memory"]
+    assert costs["excitor"]["memory"] > costs["full"]["memory"]
+    assert (round(ratio("trainable")), round(ratio("memory"), 1)) == (221, 1.7)
+    assert (round(min(acts) / 1e6), round(max(acts) / 1e6), round(weights / 1e6, 1)) == (139, 248, 10.2)
+    assert round((costs["lora-qv"]["parts"]["weights"] - costs["qlora"]["parts"]["weights"]) / 1e6, 1) == 8.2
+assert costs[fastest]["step_s"] > 0.5 * costs["full"]["step_s"]
+if PROFILE == "cpu":                    # the shipped cards' figures, as quoted
+    assert {n: round(100 * em[n], 1) for n in NAMES} == {
+        "full": 75.6, "lora-qv": 75.0, "lora-all": 77.0, "qlora": 72.4, "adapter-v1": 42.2,
+        "adapter-v2": 70.8, "excitor": 33.4}
+    assert {n: round(100 * fg[n], 1) for n in NAMES} == {
+        "full": 19.0, "lora-qv": 36.8, "lora-all": 20.6, "qlora": 50.6, "adapter-v1": 9.2,
+        "adapter-v2": 18.2, "excitor": 6.4}
+    assert round(100 * base_em, 1) == 5.4 and round(100 * lora_share, 1) == 99.2
+
+# %% [markdown]
+# ## 7. Noisy labels
+#
+# The benchmark's noisy variant gives 30% of the training records a wrong or sloppy
+# answer; the test set is scored against the *correct* answers. LoRA q,v and the Excitor
+# were trained on it with three seeds each (`lora-qv-noisy*`, `excitor-noisy*`); their
+# cards (every file checked against its sha256) against the clean runs:
+
+# %%
+NOISY = {"lora-qv": "lora-qv", "excitor": "excitor"}
+noisy = {}
+for name in NOISY:
+    if PROFILE == "cpu":
+        noisy[name] = [bench.adapter_card(bench.adapter_name(name, True, s)) for s in bench.SEEDS]
+    else:
+        noisy[name] = []
+        for s in bench.SEEDS:
+            model, _, _, _ = bench.run(bench.method(name), noisy=True, seed=s, device=DEVICE)
+            noisy[name].append(bench.card_figures(bench.measure(model, tok, device=DEVICE)))
+            del model
+print(f"{'':22s}{'exact match [95% CI]':>24s}{'forgetting':>12s}")
+for name, cards in noisy.items():
+    c = runs[name]
+    print(f"{name + ' clean, seed 0':22s}{c['test_exact_match']:>9.1%} [{c['ci95'][0]:.1%}, "
+          f"{c['ci95'][1]:.1%}]{c['forgetting']:>+12.1%}")
+    for s, card in zip(bench.SEEDS, cards):
+        print(f"{name + f' noisy, seed {s}':22s}{card['test_exact_match']:>9.1%} "
+              f"[{card['ci95'][0]:.1%}, {card['ci95'][1]:.1%}]{card['forgetting']:>+12.1%}")
+    em = [card["test_exact_match"] for card in cards]
+    fg = [card["forgetting"] for card in cards]
+    print(f"{name + ' noisy, 3 seeds':22s}{sum(em) / 3:>9.1%} (range {min(em):.1%}-"
+          f"{max(em):.1%}){sum(fg) / 3:>+9.1%} (range {min(fg):+.1%} to {max(fg):+.1%})")
+    below = [card["ci95"][1] < c["ci95"][0] for card in cards]
+    print(f"  noisy interval entirely below the clean one: {sum(below)} of 3 seeds")
+
+# %% [markdown]
+# Noise cost both methods accuracy in every seed here. LoRA q,v falls from 75.0% to
+# 54.4%, 56.8% and 58.0%, each noisy interval entirely below the clean one; the Excitor
+# from 33.4% to 27.0%, 25.8% and 23.4%, below the clean interval in one seed of three (the
+# other two overlap it). That is what these two methods did at this budget, not a law:
+# we do not claim that noise can only cost accuracy. Forgetting is where they differ. On
+# noisy labels LoRA q,v forgets 53.4, 52.6 and 61.4 points of the base's plain-form skill
+# (36.8 clean), the Excitor 7.4, 8.2 and 12.0 (6.4 clean): smaller for the Excitor in each
+# seed, with the plain-form intervals apart. Its instruction accuracy on the noisy data is
+# far lower, though: 27.0%, 25.8% and 23.4% against LoRA q,v's 54.4%, 56.8% and 58.0%. At
+# this budget the Excitor both learns and forgets little; on clean data it is not 50
+# points above the base either.
+
+# %%
+def plain_ci(card):
+    return wilson_interval(round(card["plain_exact_match"] * card["test_records"]),
+                           card["test_records"])
+
+
+for s, e, l in zip(bench.SEEDS, noisy["excitor"], noisy["lora-qv"]):
+    (elo, ehi), (llo, lhi) = plain_ci(e), plain_ci(l)
+    print(f"seed {s}: forgetting excitor {e['forgetting']:+.1%} vs LoRA q,v {l['forgetting']:+.1%}; "
+          f"plain EM [{elo:.1%}, {ehi:.1%}] vs [{llo:.1%}, {lhi:.1%}]; exact match "
+          f"{e['test_exact_match']:.1%} vs {l['test_exact_match']:.1%}")
+below = {n: sum(c["ci95"][1] < runs[n]["ci95"][0] for c in noisy[n]) for n in NOISY}
+print("seeds whose noisy interval lies below the clean one:", below)
+assert all(c["test_exact_match"] < runs[n]["test_exact_match"] for n in NOISY for c in noisy[n])
+assert all(e["forgetting"] < l["forgetting"] and plain_ci(e)[0] > plain_ci(l)[1]
+           for e, l in zip(noisy["excitor"], noisy["lora-qv"]))
+assert all(e["test_exact_match"] < l["test_exact_match"]
+           for e, l in zip(noisy["excitor"], noisy["lora-qv"]))
+assert all(c["forgetting"] > runs[n]["forgetting"] for n in NOISY for c in noisy[n])
+if PROFILE == "cpu":                                  # the shipped cards' figures
+    assert below == {"lora-qv": 3, "excitor": 1}
+    figs = {n: [(round(100 * c["test_exact_match"], 1), round(100 * c["forgetting"], 1))
+                for c in noisy[n]] for n in NOISY}
+    assert figs == {"lora-qv": [(54.4, 53.4), (56.8, 52.6), (58.0, 61.4)],
+                    "excitor": [(27.0, 7.4), (25.8, 8.2), (23.4, 12.0)]}, figs
+    assert [round(100 * runs[n]["forgetting"], 1) for n in NOISY] == [36.8, 6.4]
 print(f"chapter ran in {time.perf_counter() - T0:.1f} s")
+
+# %% [markdown]
+# ## Exercises
+#
+# `exercises/ch14_head_to_head.py`: the Wilson score interval for an exact-match rate
+# (how wide it is on the benchmark's test records), and an experiment: a LoRA rank race on
+# a regression problem, graded on the curves it returns (they must start at the untrained
+# loss, never beat the best rank-$r$ fit, reach it, and order by rank). Grade your work
+# with the cell below (set `IMPL = "exercises"`); as shipped it grades the reference
+# solutions.
+
+# %%
+IMPL = "solutions"
+result = course.grade("ch14", impl=IMPL)
