@@ -34,6 +34,10 @@ recipes; their ``card.json`` records the recipe, steps, tokens, losses, hardware
   chapter 18's graph of thoughts: ``Q: sort [3, 1, 4]\\nA: [1, 3, 4]``. It sorts what it
   was trained on and fails on longer lists, which is what split -> sort -> merge fixes.
 
+* ``peft-base`` — ``mixed`` continued on stories and the seven task families of
+  ``SKILL_FAMILIES`` only, until it answers them in their plain form; never in the Alpaca
+  template (the PEFT benchmark's base, ``tasks/bench.py``).
+
 A recipe with ``init_from`` starts from that shipped reference's weights and tokenizer
 instead of a random model (continued pretraining). A recipe's data is a task object
 (``recipe.task``, from ``tasks/``): it builds the data, holds problems out and scores.

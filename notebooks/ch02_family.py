@@ -52,8 +52,44 @@ for r in rows:
 
 
 # %% [markdown]
-# The marketing names round: "7B" is 6.74B, "8B" is 8.03B (most of the extra billion
-# over Llama 2 7B is the 4x larger vocabulary), and "405B" is 405.85B.
+# The marketing names round: "7B" is 6.74B, "8B" is 8.03B and "405B" is 405.85B.
+#
+# Where do Llama 3 8B's extra 1.29B parameters over Llama 2 7B come from? Both stack 32
+# layers of width 4096 with 32 query heads of 128 dimensions; three things differ, and
+# each term of the closed form above gives its share, with its sign:
+#
+# * the **vocabulary**, 128,256 tokens instead of 32,000, in the embedding and in the
+#   (untied) output head: $+\Delta V \cdot D \cdot 2$;
+# * the **feed-forward width**, $F$ = 14,336 instead of 11,008 (chapter 1's multiplier
+#   1.3 and rounding), in three matrices per layer: $+L \cdot 3 D\,\Delta F$;
+# * **grouped-query attention**, 8 K/V heads instead of 32, so `wk` and `wv` shrink:
+#   $L \cdot 2 D\,\Delta KV\, d_h$, negative.
+
+# %%
+l2, l3 = CONFIGS["llama2-7b"], CONFIGS["llama3-8b"]
+assert (l2.dim, l2.n_layers, l2.n_heads, l2.head_dim) == (l3.dim, l3.n_layers, l3.n_heads,
+                                                          l3.head_dim)
+assert not l2.tie_embeddings and not l3.tie_embeddings
+D, L, hd = l3.dim, l3.n_layers, l3.head_dim
+changes = {"vocabulary (embedding + head)": (l3.vocab_size - l2.vocab_size) * D * 2,
+           "feed-forward width": L * 3 * D * (l3.ffn_dim - l2.ffn_dim),
+           "GQA (fewer K/V heads)": L * 2 * D * (l3.n_kv_heads - l2.n_kv_heads) * hd}
+difference = count_parameters("llama3-8b") - count_parameters("llama2-7b")
+for what, n in changes.items():
+    print(f"{what:30s} {n:+15,d}  ({n / difference:+5.0%} of the difference)")
+print(f"{'sum of the three':30s} {sum(changes.values()):+15,d}")
+print(f"{'llama3-8b minus llama2-7b':30s} {difference:+15,d}")
+assert sum(changes.values()) == difference
+assert changes["GQA (fewer K/V heads)"] < 0 < changes["vocabulary (embedding + head)"] \
+    < changes["feed-forward width"]
+assert [round(count_parameters(n) / 1e9, 2) for n in ("llama2-7b", "llama3-8b", "llama3.1-405b")] \
+    == [6.74, 8.03, 405.85]
+
+# %% [markdown]
+# The wider feed-forward network alone adds slightly more than the whole difference; the
+# vocabulary adds 0.79B; GQA takes 0.81B back. The larger vocabulary accounts for 61% of
+# the net difference, but the FFN is the largest addition, and the net difference is
+# small only because GQA's saving nearly cancels the vocabulary's cost.
 #
 # Where do the parameters live? Embeddings + head, attention, and the feed-forward
 # network, per model:
@@ -92,19 +128,26 @@ ax[1].set_title("GQA (8 KV heads) flattens KV memory")
 plt.tight_layout()
 plt.show()
 for n, p in zip(names, parts):
-    if n in ("llama3.2-1b", "llama2-7b", "llama3.1-405b"):
+    if n in ("llama3.2-1b", "llama3.2-3b", "llama2-7b", "llama3.1-405b"):
         print(f"{n:14s} embeddings+head {p[0] / sum(p):5.1%}  attention {p[1] / sum(p):5.1%}  "
               f"ffn {p[2] / sum(p):5.1%}")
+share = {n: p[0] / sum(p) for n, p in zip(names, parts)}
+kv = {r["name"]: r["kv"] for r in rows}
+assert 0.18 < share["llama3.2-1b"] < 0.25 and 0.1 < share["llama3.2-3b"] < share["llama3.2-1b"]
+assert share["llama3.1-405b"] < 0.02
+assert kv["llama2-70b"] < kv["llama2-7b"]
 
 # %% [markdown]
-# Two things the chart shows. Small Llama 3.2 models spend a fifth of their parameters on
-# the 128K-entry vocabulary (even tied); the 405B model spends almost nothing there.
-# And GQA decouples KV-cache size from model size: Llama 2 70B stores *less* per token
-# than Llama 2 7B.
+# Two things the chart shows. The small Llama 3.2 models spend a large share of their
+# parameters on the 128K-entry vocabulary even though their head is tied to the
+# embedding: a fifth for the 1B model, an eighth for the 3B; the 405B model spends 1%
+# there. And GQA decouples KV-cache size from model size: Llama 2 70B stores *less* per
+# token than Llama 2 7B (320 KiB against 512 KiB in the table above).
 #
 # ## Memory for a context window
 #
-# At the full 128K context of Llama 3.1, a single sequence's KV cache is:
+# At the full 128K context of Llama 3.1, a single sequence's KV cache is below. For the
+# 8B model it outweighs the weights themselves:
 
 # %%
 for name in ["llama3.1-8b", "llama3.1-70b", "llama3.1-405b"]:
@@ -113,6 +156,8 @@ for name in ["llama3.1-8b", "llama3.1-70b", "llama3.1-405b"]:
     weights = count_parameters(name) * 2 / 2**30
     print(f"{name:14s} KV cache at {c.max_seq_len:,} tokens: {gib:6.1f} GiB   "
           f"(bf16 weights: {weights:6.1f} GiB)")
+    if name == "llama3.1-8b":
+        assert gib > weights
 
 # %% [markdown]
 # ## Exercises

@@ -577,7 +577,7 @@ def check_t3(claim, measured_verdict):
 t3_verdict = {}
 print(f"{'method':11s}{'survey':>8s}{'merge() runs':>14s}{'plain Llama':>13s}"
       f"{'measured':>10s}  verdict")
-for method, (claim, where) in SURVEY_T3.items():
+for method, (claim, _where) in SURVEY_T3.items():
     m = measured[method]
     t3_verdict[method] = check_t3(claim, m["verdict"])
     fits = "-" if not m["merge_runs"] else ("yes" if m["plain_drift"] is not None else "no")
@@ -687,3 +687,16 @@ print(f"merge changes W by up to {(w_merged - w0).abs().max().item():.3f}; "
 assert (w_merged - w0).abs().max() > 0.01 and (w_back - w0).abs().max() < 1e-6
 assert (merged - unmerged).abs().max() < 1e-4
 print(f"chapter ran in {time.perf_counter() - T0:.1f} s")
+
+# %% [markdown]
+# ## Exercises
+#
+# `exercises/ch13_survey_tables.py`: the seven linear shapes of a block from a `LlamaConfig`,
+# then Table 2's trainable-parameter counts in closed form (LoRA on any targets and rank,
+# Adapter V1, Adapter V2, Excitor), checked against counting `requires_grad` after
+# `P.apply` on meta-device models. Grade your work with the cell below (set
+# `IMPL = "exercises"`); as shipped it grades the reference solutions.
+
+# %%
+IMPL = "solutions"
+result = course.grade("ch13", impl=IMPL)

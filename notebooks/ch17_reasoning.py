@@ -1,12 +1,25 @@
 # %% [markdown]
 # # Chapter 17 — Chain of thought and self-consistency
 #
-# A transformer answering at once has a fixed number of layers to think with. Chain of
-# thought (Wei et al., arXiv 2201.11903) lets it write intermediate results first, so
-# each new token can build on the ones before it. For problems that are *sequential* by
-# nature this is more than a prompting trick: a bounded-depth transformer cannot track a
-# long chain of operations in one forward pass, but one that writes a step per token
-# group can (Feng et al., arXiv 2305.15408).
+# A transformer answering at once has a fixed number of layers to think with. Writing
+# intermediate results first lets each new token build on the ones before it. Two lines
+# of work got a model to do that, in two different ways:
+#
+# * **Trained scratchpads** (Nye et al., arXiv 2112.00114): the model is *fine-tuned* on
+#   examples that show the intermediate steps before the answer, and learns to write
+#   them itself.
+# * **Chain-of-thought prompting** (Wei et al., arXiv 2201.11903): a large pretrained
+#   model, not trained on the task's steps, is *prompted* with a few exemplars whose
+#   answers reason step by step, and imitates them. The paper found that this helps only
+#   large models (around 100B parameters); smaller ones write fluent but wrong chains.
+#
+# The models of this chapter, under a million parameters each, do the first: they are
+# trained on worked steps, and a marker after the question asks for a form (`S:` for
+# steps, `A:` for the answer at once); no exemplar is ever put in the prompt. "Chain of
+# thought" below means such a written-out chain, however the model learned it. For
+# problems that are *sequential* by nature, writing steps is more than a format: a
+# bounded-depth transformer cannot track a long chain of operations in one forward pass,
+# but one that writes a step per token group can (Feng et al., arXiv 2305.15408).
 #
 # Self-consistency (Wang et al., arXiv 2203.11171) spends more tokens still: sample $N$
 # reasoning paths $y_1..y_N$ at temperature $T$ and let their final answers vote,
@@ -33,9 +46,10 @@
 # | the trained models, with their cards | `minillama/reference/mod10*/`, `minillama/reference/add5*/` |
 #
 # **Profiles.** `MINILLAMA_PROFILE=cpu` (the default without a GPU) evaluates the
-# shipped reference models on a few hundred unseen problems each, in about a minute on
-# two cores; `full` (the default on CUDA) uses more problems and also retrains the two-style
-# model for longer and longer, to see what happens to the vote's gain as the model improves.
+# shipped reference models on a few hundred unseen problems each, in under two minutes
+# on two cores (the last cell prints the wall time); `full` (the default on CUDA) uses
+# more problems and also retrains the two-style model for longer and longer, to see what
+# happens to the vote's gain as the model improves.
 
 # %%
 import time
@@ -71,6 +85,7 @@ print("direct        ", one["answer"])
 print("one op a step ", one["cot"])
 print("two ops a step", two["cot"])
 print("what extract_answer reads:", extract_answer(one["cot"]), extract_answer(two["cot"]))
+assert extract_answer(one["cot"]) == extract_answer(two["cot"]) == one["answer"]
 print(f"distinct problems: 10 x 27^8 = {10 * 27**8:,}")
 
 # %% [markdown]
@@ -101,11 +116,12 @@ acc_steps = accuracy([s["answer"] for s in steps])
 print(f"{N_TEST} unseen problems, greedy ({time.perf_counter() - t:.1f} s)")
 print(f"  direct answer      {acc_direct:6.1%}")
 print(f"  steps, then answer {acc_steps:6.1%}")
+assert acc_direct < 0.2 and acc_steps >= 0.99
 
 # %% [markdown]
-# Guessing would score 10%. The direct answers are close to that: lacking a way to follow
-# the chain in one pass, the model falls back on a few favourite digits. The counts of its
-# direct answers next to the true answers' counts:
+# Guessing would score 10%. The direct answers are close to that (12.5%): lacking a way
+# to follow the chain in one pass, the model falls back on a few favourite digits. The
+# counts of its direct answers next to the true answers' counts:
 
 # %%
 from collections import Counter  # noqa: E402
@@ -114,19 +130,29 @@ said, truth = Counter(d["answer"] for d in direct), Counter(gold)
 print("digit          " + "".join(f"{d:>5s}" for d in "0123456789"))
 print("direct answers " + "".join(f"{said.get(d, 0):5d}" for d in "0123456789"))
 print("true answers   " + "".join(f"{truth.get(d, 0):5d}" for d in "0123456789"))
+top3 = sum(n for _, n in said.most_common(3)) / len(direct)
+print(f"its three favourite digits: {', '.join(d for d, _ in said.most_common(3))}, "
+      f"{top3:.0%} of its direct answers")
+assert top3 > 0.8
 
 # %% [markdown]
 # ## 3. Two ways to reason, and a vote
 #
 # The `mod10-paths` model continues `mod10`'s training on steps written in two styles
 # with nothing to say which: one operation per step, or two. It saw two-op solutions
-# twice as often as one-op ones, and they are harder (each step composes two operations
-# in one go), so after its short training it *prefers* the style it is worse at.
+# twice as often as one-op ones (the first line below counts its training forms), and
+# they are harder (each step composes two operations in one go), so after its short
+# training it *prefers* the style it is worse at.
 #
 # We decode greedily once, then sample `N_MAX` paths per problem at $T = 1$; the vote over
 # the first $N$ samples gives the accuracy-vs-$N$ curve.
 
 # %%
+from minillama.tasks import mod10_records  # noqa: E402
+
+forms = Counter(r["form"] for r in mod10_records("mod10-paths", 3000))
+print(f"mod10-paths training forms: {forms['two']} two-op, {forms['one']} one-op per 3000")
+assert forms["two"] == 2 * forms["one"]
 paths, _, paths_card = load_reference("mod10-paths", device=DEVICE)
 prompts = [qa_prompt(p, "S") for p in problems]
 t = time.perf_counter()
@@ -146,12 +172,16 @@ def style(text: str) -> str:
 greedy_styles = [style(g["text"]) for g in greedy]
 print(f"greedy writes two-op steps for {greedy_styles.count('two') / N_TEST:.0%} of the "
       f"problems, one-op steps for {greedy_styles.count('one') / N_TEST:.0%}")
+by_style = {}
 for name in ("one", "two", "other"):
     flat = [(a == g) for row, srow, g in zip(answers, samples, gold)
             for a, s in zip(row, srow) if style(s) == name]
     if flat:
-        print(f"  samples in style {name:5s}: {len(flat) / (N_TEST * N_MAX):5.1%} of all, "
-              f"{sum(flat) / len(flat):6.1%} right")
+        by_style[name] = (len(flat) / (N_TEST * N_MAX), sum(flat) / len(flat))
+        print(f"  samples in style {name:5s}: {by_style[name][0]:5.1%} of all, "
+              f"{by_style[name][1]:6.1%} right")
+assert greedy_styles.count("two") / N_TEST > 0.9
+assert by_style["one"][1] > by_style["two"][1] + 0.3 and by_style["one"][0] > 0.2
 
 # %%
 NS = [n for n in (1, 5, 10, 20, 40) if n <= N_MAX]
@@ -176,14 +206,15 @@ ax.set_title("mod10-paths: self-consistency")
 ax.legend()
 plt.tight_layout()
 plt.show()
+assert acc_sample > acc_greedy and acc_vote[5] > max(acc_sample, acc_greedy)
 
 # %% [markdown]
 # Greedy decoding follows the model's favourite, two-op style every time and inherits its
-# error rate. Samples at $T=1$ take the one-op style a good part of the time (the style
-# counts above), so even a single sample beats greedy on average, and the vote of a
-# handful beats both: the wrong paths scatter over nine wrong digits while the right ones
-# agree, so the right answer can win with fewer than half of the votes (section 4 counts
-# how often).
+# error rate (36.5%). Samples at $T=1$ take the one-op style 41% of the time (the style
+# counts above), so even a single sample beats greedy on average (57.4%), and the vote of
+# five already beats both (76.0%): the wrong paths scatter over nine wrong digits while
+# the right ones agree, so the right answer can win with fewer than half of the votes
+# (section 4 counts how often).
 #
 # ## 4. The vote share as a confidence score
 #
@@ -201,7 +232,15 @@ for lo, hi in bins:
     inside = [r for s, r in zip(shares, right) if lo <= s < hi]
     if inside:
         print(f"  share in [{lo:.1f}, {min(hi, 1.0):.1f}{']' if hi > 1 else ')'}: "
-              f"{len(inside):4d} problems, {sum(inside) / len(inside):6.1%} right")
+              f"{len(inside):4d} problems, {sum(inside) / len(inside):6.1%} right, "
+              f"{len(inside) - sum(inside):3d} wrong")
+agreed = [r for s, r in zip(shares, right) if s >= 0.7]
+split_wrong = sum(1 - r for s, r in zip(shares, right) if s < 0.5)
+print(f"share >= 0.7: {len(agreed)} problems, {sum(agreed) / len(agreed):.1%} right; "
+      f"share < 0.5 holds {split_wrong} of the {len(right) - sum(right)} wrong votes")
+assert sum(agreed) / len(agreed) >= 0.95 and split_wrong > (len(right) - sum(right)) / 2
+assert any(r and s < 0.5 for s, r in zip(shares, right))     # right with under half the votes
+assert area > 0.7
 
 order = sorted(range(N_TEST), key=lambda i: -shares[i])
 coverage = [(k + 1) / N_TEST for k in range(N_TEST)]
@@ -216,10 +255,12 @@ plt.show()
 
 
 # %% [markdown]
-# When most samples agree the vote is almost always right, and the split votes hold most
-# of its errors: a system that answers only when its samples agree, and abstains (or asks
-# for more samples) otherwise, trades coverage for accuracy along the curve above, at no
-# cost beyond the samples it has already drawn.
+# When at least 7 of the 10 samples agree, the vote was right on every one of those
+# problems here, and the votes with fewer than half the samples behind them hold most of
+# its errors (the last line above); yet many of those split votes are right too, which
+# is why the AUROC is 0.82, not 1. A system that answers only when its samples agree,
+# and abstains (or asks for more samples) otherwise, trades coverage for accuracy along
+# the curve above, at no cost beyond the samples it has already drawn.
 
 # %% [markdown]
 # ## 5. One way to reason: voting adds nothing
@@ -256,17 +297,23 @@ right_there = sum(a == gold[i] for i in wrong for a in held_answers[i])
 print(f"where greedy is wrong ({len(wrong)} problems): {agree / (10 * len(wrong)):.0%} of the "
       f"samples repeat greedy's wrong answer, {right_there / (10 * len(wrong)):.0%} find the "
       f"right one")
+vote_still_wrong = sum(majority_vote(held_answers[i])[0] != gold[i] for i in wrong) / len(wrong)
+print(f"  and the vote of the 10 is wrong again on {vote_still_wrong:.0%} of them")
 print(f"the vote's gain over greedy: {acc_vote[10] - acc_greedy:+.1%} with both styles, "
       f"{held_vote - held_greedy:+.1%} with one")
 print(f"(mod10, whose one style is fully learned, scored {acc_steps:.1%} greedily in section 2: "
       f"nothing is left for a vote to add)")
+assert held_vote <= held_greedy + 0.02 and held_sample < held_greedy
+assert agree > right_there and vote_still_wrong > 0.5
+assert acc_vote[10] - acc_greedy > 0.3
 
 # %% [markdown]
-# Held to one style, the vote is no better than greedy decoding. A sample is right less
-# often than greedy (sampling at $T=1$ adds slips to a style the model has not mastered),
-# and its mistakes are partly *systematic*: where greedy is wrong, more of the samples
-# repeat greedy's wrong answer (26%) than find the right one (19%), so the majority
-# usually lands on the wrong answer again. In section 3 the vote gained because the other
+# Held to one style, the vote is no better than greedy decoding (35.5% against 36.5%). A
+# sample is right less often than greedy (30.4%: sampling at $T=1$ adds slips to a style
+# the model has not mastered), and its mistakes are partly *systematic*: where greedy is
+# wrong, more of the samples repeat greedy's wrong answer (26%) than find the right one
+# (19%), so the majority usually lands on a wrong answer again (the line after them
+# says how often). In section 3 the vote gained because the other
 # style's paths were mostly right and agreed with each other.
 #
 # The lesson, as the paper states it: self-consistency marginalises over *reasoning
@@ -316,6 +363,17 @@ for name, label in orders.items():
     print(f"{name + ' (' + label + ')':34s}{sc['accuracy_greedy']:6.1%}   "
           + " ".join(f"{sc[k]:5.2f}" for k in places))
 
+late = {name: sum(r["loss"] for r in c[-len(c) // 10:]) / len(c[-len(c) // 10:])
+        for name, c in curves.items()}
+print("training loss, mean over the last tenth of training: "
+      + ", ".join(f"{name} {loss:.2f}" for name, loss in late.items()))
+usual, lsb = scores["add5"], scores["add5-lsb"]
+assert lsb["accuracy_greedy"] > 0.5 > 0.1 > usual["accuracy_greedy"]
+assert round(min(lsb[k] for k in places), 2) >= 0.86
+assert all(usual[f"digit_accuracy_1e{i}"] > 0.9 for i in (0, 2, 4, 5))
+assert all(usual[f"digit_accuracy_1e{i}"] < 0.25 for i in (1, 3))
+assert late["add5"] > 3 * late["add5-lsb"]
+
 fig, ax = plt.subplots(figsize=(6, 3.5))
 for name, label in orders.items():
     ax.plot([r["step"] for r in curves[name]], [r["loss"] for r in curves[name]], label=label)
@@ -331,15 +389,15 @@ plt.show()
 # first, 74.0% of the sums come out exactly right and every place is right at least 86%
 # of the time; in the usual order only 3.0% do. The usual-order model is not uniformly
 # bad: it gets the units, the hundreds and the two leading places right almost always,
-# but its tens (0.13) and thousands (0.19) are at the level of guessing one digit in ten,
+# but its tens (0.13) and thousands (0.19) are close to guessing one digit in ten (0.1),
 # and one wrong digit is enough to miss the sum. Its training loss levels off well above
-# the other's.
+# the other's (0.68 against 0.09 over the last tenth of training).
 #
-# It is the chain-of-thought lesson again, in another form: a model of fixed depth does a
+# It is the scratchpad lesson again, in another form: a model of fixed depth does a
 # bounded amount of work per token it writes, so a good format puts each token's work
 # within reach of what is already written. Lee et al. saw the effect with absolute
-# position embeddings by reversing the answer alone; with RoPE, in our pilot runs,
-# reversing the answer alone learned much more slowly than reversing the operands too.
+# position embeddings by reversing the answer alone; we reversed the operands too, for
+# the RoPE reason above, and did not test the answer-only reversal here.
 
 # %% [markdown]
 # ## 7. Full profile: two more questions

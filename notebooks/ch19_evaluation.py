@@ -459,3 +459,16 @@ print(f"notebook wall time: {time.perf_counter() - T0:.0f} s")
 
 # %%
 result = course.run_tests("tests/test_metrics.py")
+
+# %% [markdown]
+# ## Exercises
+#
+# `exercises/ch19_evaluation.py`: AUROC by midranks (ties count one half), checked against
+# `minillama.metrics.auroc` and the count over all pairs; and an experiment, the AUROC of
+# a confidence that is the truth plus Gaussian noise, measured for growing noise (it must
+# fall towards 0.5 and lie near $\Phi(1/(\sigma\sqrt 2))$). Grade your work with the cell
+# below (set `IMPL = "exercises"`); as shipped it grades the reference solutions.
+
+# %%
+IMPL = "solutions"
+result = course.grade("ch19", impl=IMPL)

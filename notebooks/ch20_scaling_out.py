@@ -128,3 +128,16 @@ for name, gib in rows.items():
 # In PyTorch the change from this chapter's DDP is small: wrap each `Block` with
 # `torch.distributed.fsdp.fully_shard` instead of wrapping the whole model in
 # `DistributedDataParallel`; the training loop itself stays the same.
+#
+# ## Exercises
+#
+# `exercises/ch20_scaling_out.py`: simulate the ring all-reduce (reduce-scatter, then
+# all-gather) and count the elements each rank sends, $2\,\frac{N-1}{N}$ of the tensor;
+# then compute the gradient $N$ data-parallel ranks agree on, in one process. The graders
+# compare them with `torch.distributed.all_reduce` and `DistributedDataParallel` on gloo,
+# in forked CPU processes. Grade your work with the cell below (set `IMPL = "exercises"`);
+# as shipped it grades the reference solutions.
+
+# %%
+IMPL = "solutions"
+result = course.grade("ch20", impl=IMPL)

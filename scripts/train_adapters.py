@@ -15,7 +15,9 @@ setting (2 threads); the cards record hardware and wall time.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
+import os
 import sys
 
 import torch
@@ -49,8 +51,17 @@ def cmd_sweep(args):
                  "wall_time_s": round(wall, 1)})
             print(name, results[name][-1], flush=True)
     path = bench.ADAPTER_DIR / "sweep.json"
-    old = json.loads(path.read_text())["results"] if path.exists() else {}
-    results = {**old, **results}
+    bench.ADAPTER_DIR.mkdir(exist_ok=True)
+    lock = os.open(bench.ADAPTER_DIR, os.O_RDONLY)        # sweeps run in parallel merge
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = json.loads(path.read_text())["results"] if path.exists() else {}
+        _write_sweep({**old, **results}, path)
+    finally:
+        os.close(lock)
+
+
+def _write_sweep(results, path):
     chosen = {name: max(rows, key=lambda r: (r["val_exact_match"], -r["val_loss"]))["lr"]
               for name, rows in results.items()}
     chosen.update({child: chosen[parent] for child, parent in bench.PARENT.items()
@@ -58,7 +69,6 @@ def cmd_sweep(args):
     sweep = {"steps": bench.STEPS, "batch": bench.BATCH, "val_records": bench.N_VAL,
              "rule": "best validation exact match (Alpaca template), then lower loss",
              "hardware": hardware(), "results": results, "chosen": chosen}
-    bench.ADAPTER_DIR.mkdir(exist_ok=True)
     write_json(sweep, path)
     print(json.dumps(chosen, indent=2))
 
@@ -93,8 +103,9 @@ def main(argv=None):
         sub.add_parser(name).add_argument("names", nargs="*")
     sub.choices["train"].add_argument("--steps", type=int, default=bench.STEPS,
                                       help="(development only: the shipped set uses STEPS)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     args = p.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     {"problems": cmd_problems, "sweep": cmd_sweep, "train": cmd_train}[args.command](args)
 
 

@@ -11,8 +11,8 @@ from minillama.recipes import get_recipe
 from minillama.reference import HASHED, REFERENCE_DIR, load_reference, verify, write_card
 from minillama.tokenizer import ByteTokenizer
 
-SHIPPED = ("stories", "arithmetic", "mixed", "sort", "mod10", "mod10-paths", "mod10-mix", "add5",
-           "add5-lsb")
+SHIPPED = ("stories", "arithmetic", "mixed", "peft-base", "sort", "mod10", "mod10-paths",
+           "mod10-mix", "add5", "add5-lsb")
 PROMPTS = {"arithmetic": "Q: 1+2=\n", "mod10": "Q: 1 +2 *3=\nA: ",
            "mod10-paths": "Q: 1 +2 *3=\nS: ", "mod10-mix": "Q: 1 +2 *3=\nA: ",
            "add5": "Q: 12345+67890=\nA: ", "add5-lsb": "Q: 54321+09876=\nA: "}

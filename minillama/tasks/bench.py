@@ -32,13 +32,13 @@ import torch
 from .. import peft
 from ..checkpoints import load, save
 from ..data import instruction_data
+from ..files import atomic_directory, read_json, write_json
 from ..finetune import finetune, greedy_score
 from ..metrics import wilson_interval
+from ..model import Llama
 from ..peft.adapter_v1 import top_layers
 from ..peft.adapter_v2 import BiasScaleLinear
 from ..peft.lora import TARGETS
-from ..files import atomic_directory, read_json, write_json
-from ..model import Llama
 from ..reference import load_reference, sha256_file, verify
 from .text import MIXED_FAMILIES, SKILL_FAMILIES, task_prompt
 
@@ -251,10 +251,14 @@ def run(m: Method, noisy: bool = False, seed: int = 0, steps: int = STEPS, devic
 
 
 def trainable_share(model, m: Method) -> tuple[int, float]:
-    """(trainable values, their share of the base model's parameters)."""
+    """(values ``m`` trains, their share of the base model's parameters). An ablation's
+    frozen ingredient is left out even after ``run`` has re-enabled it for saving."""
     with torch.device("meta"):
         base = sum(p.numel() for p in Llama(model.cfg).parameters())
-    n = base if m.method is None else peft.trainable_parameters(model)
+    if m.method is None:
+        return base, 1.0
+    frozen = {id(p) for ingredient in m.freeze for p in _parts(model, ingredient).parameters()}
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in frozen)
     return n, n / base
 
 
