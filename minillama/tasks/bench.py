@@ -281,6 +281,12 @@ def adapter_card(directory) -> dict:
     return verify(directory, required=_files(card["method"] is None))
 
 
+def shipped(name: str) -> dict:
+    """The card of the shipped adapter ``name`` (e.g. "lora-qv", "excitor-noisy-s2"),
+    its files checked against the card's sha256."""
+    return adapter_card(ADAPTER_DIR / name)
+
+
 def _adapter_dir(directory) -> Path:
     directory = Path(directory)
     if not directory.is_dir() and (ADAPTER_DIR / str(directory)).is_dir():
