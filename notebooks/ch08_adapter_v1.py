@@ -45,6 +45,7 @@ from minillama import CONFIGS, Llama, course
 from minillama import peft as P
 from minillama.data import format_prompt
 from minillama.finetune import generate_answers, greedy_score
+from minillama.metrics import wilson_interval
 from minillama.peft.adapter_v1 import PromptAttention, gated_prompt_attention, top_layers
 from minillama.reference import load_reference
 from minillama.tasks import bench, task_prompt, task_text
@@ -205,15 +206,16 @@ assert plain0 < BASE_PLAIN
 
 # %% [markdown]
 # The zero-gated adapter is the base model exactly: zero KL, every logit unchanged, on
-# every seed. The random gates are not; the printed lines say by how much, and the
-# random gates of seed 0 answer fewer of the base's own problems before a single step of
-# training.
+# every seed. The random gates are not: before a single step of training they move the
+# base's next-token distributions by 0.013, 0.345 and 0.024 nats/token of KL on the three
+# seeds (single logits by up to 9.7, 18.6 and 12.5), and the random gates of seed 0
+# answer 85.2% of the base's own problems in the plain form instead of 95.4%.
 #
 # ## 5. Training: the first steps, live
 #
 # The claim to test is about the start, so we fix before looking at any curve which
 # start: **the first 20 steps** (the 15 warmup steps and 5 at the full learning rate;
-# the same window `tests/test_peft_thresholds.py` holds). The CPU profile trains both
+# the window `tests/test_peft_thresholds.py` also uses). The CPU profile trains both
 # seed-0 runs live for exactly those steps, with the shipped runs' recipe: during warmup
 # the learning rate does not depend on the total number of steps, so the live losses up
 # to step 15 must be the shipped adapters' logged losses (`train_loss` on their cards).
@@ -256,18 +258,22 @@ else:
 
 # %%
 first = {name: sum(c[:FIRST]) / len(c[:FIRST]) for name, c in curves.items()}
-print(f"mean training loss over the first {FIRST} steps")
-print(f"{'seed':>4s} {'zero gates':>11s} {'random gates':>13s} {'random - zero':>14s}")
-diffs = []
+print(f"training loss: at step 0, and the mean over the first {FIRST} steps")
+print(f"{'seed':>4s} {'step 0: zero':>13s} {'random':>7s} {'first 20: zero':>15s} "
+      f"{'random':>7s} {'random - zero':>14s}")
+diffs, start = [], []
 for s in bench.SEEDS:
     z, r = first[NAMES[ZERO.name, s]], first[NAMES[RANDOM.name, s]]
+    z0, r0 = curves[NAMES[ZERO.name, s]][0], curves[NAMES[RANDOM.name, s]][0]
     diffs.append(r - z)
-    print(f"{s:>4d} {z:>11.3f} {r:>13.3f} {r - z:>+14.3f}")
+    start.append(r0 - z0)
+    print(f"{s:>4d} {z0:>13.3f} {r0:>7.3f} {z:>15.3f} {r:>7.3f} {r - z:>+14.3f}")
 mean_diff = sum(diffs) / len(diffs)
 sd = (sum((d_ - mean_diff) ** 2 for d_ in diffs) / (len(diffs) - 1)) ** 0.5
-print(f"random - zero over {len(diffs)} seeds: mean {mean_diff:+.3f}, standard deviation "
-      f"{sd:.3f}, range [{min(diffs):+.3f}, {max(diffs):+.3f}]")
-assert all(d_ > 0 for d_ in diffs)
+print(f"first {FIRST} steps, random - zero over {len(diffs)} seeds: mean {mean_diff:+.3f}, "
+      f"standard deviation {sd:.3f}, range [{min(diffs):+.3f}, {max(diffs):+.3f}]")
+assert all(d_ > 0 for d_ in start)      # the random gates start from a higher loss ...
+assert all(d_ < 0 for d_ in diffs)      # ... and still average a lower one over 20 steps
 
 
 def smooth(values, k=10):
@@ -292,10 +298,17 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# On each of the three seeds, the zero-gated run's mean loss over the first 20 steps is
-# lower than the random-gated run's: the random gates start from a damaged model and
-# spend their first steps undoing it. The table prints the size of the gap and its
-# spread over seeds.
+# The paper's argument holds for step 0 and not beyond it. On each of the three seeds
+# the random-gated run starts from a higher loss (the damaged model of section 4). But
+# its mean loss over the first 20 steps, the window fixed in advance, is *lower* than the
+# zero-gated run's on all three seeds, by 0.014, 0.006 and 0.103 nats/token (mean 0.041,
+# standard deviation 0.054: one seed carries most of it). The target "the mean training
+# loss over the first 20 steps is lower with the zero gate" **fails** on our benchmark:
+# one reading is that the random gates soon make up for the damage and then profit from
+# being open already: their prompts get a gradient from the first step, while behind
+# zero gates they get none until the gates open (section 1), and after the 20 live steps
+# the random gates are still much wider open (mean |tanh(g)| 0.580 vs 0.209, printed
+# above). The right panel shows the curves crossing.
 #
 # ## 6. Where they end: accuracy and forgetting
 #
@@ -316,7 +329,8 @@ if PROFILE == "cpu":
     for adapter, c in cards.items():
         figures.setdefault(adapter, {k: c[k] for k in ("test_exact_match", "ci95",
                                                         "plain_exact_match", "forgetting",
-                                                        "heldout_families_exact_match")})
+                                                        "heldout_families_exact_match",
+                                                        "per_family")})
 else:
     for adapter, model in models.items():
         figures[adapter] = bench.card_figures(bench.measure(model, tok, device=DEVICE))
@@ -346,10 +360,82 @@ ZERO_F, RANDOM_F = over_seeds(ZERO.name, "forgetting"), over_seeds(RANDOM.name, 
 print("the paper, LLaMA-7B on ScienceQA: zero gates 84.04%, random gates 40.77%")
 
 # %% [markdown]
-# TODO: prose on the real numbers (accuracy and forgetting of both gates).
+# **Accuracy.** Both gate variants end in the same place. The zero gates reach 42.2,
+# 43.8 and 37.4% exact match on the three seeds, the random gates 40.6, 43.4 and 38.6%;
+# on every seed the two 95% intervals overlap, and the means over seeds (41.1 vs 40.9%)
+# differ by 0.3 points. Nothing here reproduces the paper's 84.04 vs 40.77%: at our
+# scale and budget the gate's initial value does not decide where training ends.
+#
+# Nor does V1 do the benchmark's job well. It lifts the base from 5.4% to about 41%
+# in the Alpaca template, but the issue's target, at least 50 points above the base,
+# **fails** for both variants on every seed at this budget (150 steps at the swept
+# learning rate); LoRA q,v reaches 75.0% on the same benchmark (chapter 7). V1 learns
+# the format for `max_list` and `refusal`, which it answers mostly right, and much less
+# for the other families (`per_family` on the cards).
 
 # %%
-assert ZERO_EM[1] >= BASE_FIG["exact_match"] + 0.50 and RANDOM_EM[1] >= BASE_FIG["exact_match"] + 0.50
+best = max(ZERO_EM[2], RANDOM_EM[2])
+print(f"mean over seeds: zero {ZERO_EM[0]:.1%}, random {RANDOM_EM[0]:.1%}, "
+      f"difference {ZERO_EM[0] - RANDOM_EM[0]:+.1%}")
+print(f"best V1 seed {best:.1%} vs base + 50 points = {BASE_FIG['exact_match'] + 0.50:.1%}")
+LORA = bench.adapter_card("lora-qv")                          # sha256-checked card
+print(f"LoRA q,v on the same benchmark (card): {LORA['test_exact_match']:.1%}, "
+      f"forgetting {LORA['forgetting']:+.1%}")
+for m in (ZERO, RANDOM):
+    print(f"{m.name} (seed 0) per family:", ", ".join(
+        f"{k} {v:.0%}" for k, v in sorted(figures[m.name]["per_family"].items())))
+assert all(figures[m.name]["per_family"][f] >= 0.8 for m in (ZERO, RANDOM)
+           for f in ("max_list", "refusal"))
+assert all(v < 0.5 for m in (ZERO, RANDOM) for f, v in figures[m.name]["per_family"].items()
+           if f not in ("max_list", "refusal"))
+assert LORA["test_exact_match"] > best and LORA["forgetting"] > max(ZERO_F[2], RANDOM_F[2])
+assert best < BASE_FIG["exact_match"] + 0.50                  # the >= 50-point target fails
+assert abs(ZERO_EM[0] - RANDOM_EM[0]) < 0.01
+for s in bench.SEEDS:
+    z, r = figures[NAMES[ZERO.name, s]]["ci95"], figures[NAMES[RANDOM.name, s]]["ci95"]
+    assert z[0] < r[1] and r[0] < z[1], s                      # the intervals overlap
+
+# %% [markdown]
+# **Forgetting.** What each adapter costs the base's own, plain-form skill (95.4% on
+# these problems) is where the gates differ most, and not in a consistent direction.
+# The interval of forgetting below is the base's figure minus the Wilson interval of the
+# adapter's 500 plain-form answers:
+
+# %%
+n = cards[ZERO.name]["test_records"] if cards else len(test)
+
+
+def forgetting_interval(f):
+    """95% interval of forgetting: base plain-form EM minus the adapter's Wilson interval."""
+    lo, hi = wilson_interval(round(f["plain_exact_match"] * n), n)
+    return BASE_PLAIN - hi, BASE_PLAIN - lo
+
+
+apart = {}
+for s in bench.SEEDS:
+    fz, fr = figures[NAMES[ZERO.name, s]], figures[NAMES[RANDOM.name, s]]
+    (zlo, zhi), (rlo, rhi) = forgetting_interval(fz), forgetting_interval(fr)
+    apart[s] = "zero less" if zhi < rlo else "random less" if rhi < zlo else "overlap"
+    print(f"seed {s}: forgetting zero {fz['forgetting']:+.1%} [{zlo:+.1%}, {zhi:+.1%}], "
+          f"random {fr['forgetting']:+.1%} [{rlo:+.1%}, {rhi:+.1%}] -> {apart[s]}")
+signs = {figures[NAMES[ZERO.name, s]]["forgetting"] < figures[NAMES[RANDOM.name, s]]["forgetting"]
+         for s in bench.SEEDS}
+assert signs == {True, False}                 # neither gate forgets less on every seed
+assert apart == {0: "overlap", 1: "overlap", 2: "zero less"}
+assert figures[NAMES[ZERO.name, 1]]["forgetting"] > figures[NAMES[RANDOM.name, 1]]["forgetting"]
+assert ZERO_F[0] < RANDOM_F[0]
+
+# %% [markdown]
+# On seed 2 the zero gates kept clearly more of the plain skill (forgetting 5.0 vs
+# 15.2 points, intervals apart). On seed 1 it is the other way round: the zero gates
+# kept *less* (84.4% plain-form exact match, forgetting 11.0 points) than the random
+# ones (90.0%, 5.4 points), the intervals overlapping only between 8.1 and 8.3. This is
+# what the chapter's earlier single-seed version found and did not say. On seed 0 the
+# two are level (9.2 vs 11.2). So the zero gate does not protect the base's skill
+# reliably: across three seeds its mean forgetting (8.4 points) is 2.2 points below the
+# random gate's (10.6), with the seeds pointing both ways. What both variants do share
+# is that they forget far less than LoRA q,v, which loses 36.8 points on the same
+# benchmark (chapter 7).
 
 # %% [markdown]
 # ## 7. What the gates learned
@@ -385,9 +471,17 @@ moved = (grids[RANDOM.name] - init_gates).abs()
 corr = torch.corrcoef(torch.stack([grids[RANDOM.name].flatten(), init_gates.flatten()]))[0, 1]
 print(f"random gates: mean |change of tanh(g)| in training {moved.mean():.3f}; correlation of "
       f"trained with initial tanh(g) {corr:.2f}")
+print(f"mean |tanh(g)| over all blocks and heads: zero, trained {grids[ZERO.name].abs().mean():.3f}; "
+      f"random, trained {grids[RANDOM.name].abs().mean():.3f}")
+assert grids[ZERO.name].abs().min() > 0 and corr > 0.8
+assert grids[RANDOM.name].abs().mean() > grids[ZERO.name].abs().mean()
 
 # %% [markdown]
-# TODO: gates prose on the real numbers.
+# Every zero gate has opened, to a mean |tanh(g)| between 0.21 and 0.45 per block. The
+# random gates were not re-decided by training: the trained values keep a correlation of
+# 0.92 with where they were drawn (a mean change of 0.198), and they end wider open on
+# average than the zero gates. Two very different gate patterns, then, and the same
+# accuracy (section 6): at this scale the prompts adapt to whatever gates they are given.
 #
 # ## 8. Generation: prompts are not in the KV cache
 #
@@ -403,16 +497,22 @@ cached, uncached = model.generate(ids, 12, use_cache=True), model.generate(ids, 
 print("with cache == without cache:", torch.equal(cached, uncached))
 assert torch.equal(cached, uncached)
 sample = [next(r for r in test if r["family"] == f) for f in sorted({r["family"] for r in test})]
-right = 0
+right, oks = 0, []
 for record, answer in zip(sample, generate_answers(model, tok, sample, max_new_tokens=24,
                                                    device=DEVICE)):
     ok = answer.strip() == record["output"]
     right += ok
+    oks += [record["family"]] if ok else []
     print(f"{'ok ' if ok else '   '}{record['family']:12s} {record['instruction'][:38]!r:42s} "
           f"-> {answer!r}")
 print(f"{right} of {len(sample)} exactly right")
+assert oks == ["max_list", "refusal"]
 
 # %% [markdown]
+# Two of the seven are right, `max_list` and `refusal`: the two families the adapter has
+# learned (section 6). The other answers are in the template's place but wrong, some
+# the answer to another task (a number for a capitalisation).
+#
 # ## 9. How many blocks get prompts?
 #
 # The paper varies $L$ on ScienceQA: 10, 20 and 30 adapted blocks reach 55.95, 73.36 and

@@ -58,6 +58,7 @@ from minillama import peft as P
 from minillama.attention import attend_explicit, causal_mask, repeat_kv
 from minillama.data import format_prompt, toy_images
 from minillama.data.vision import COLOURS
+from minillama.files import read_json
 from minillama.finetune import generate_answers, sft_batch, sft_tokens
 from minillama.metrics import wilson_interval
 from minillama.peft.excitor import reconstructed_keys
@@ -263,10 +264,38 @@ print("Excitor's forgetting interval entirely below LoRA's, per seed:", below)
 EXCITOR_FORGETS_LESS = all(below)
 
 # %% [markdown]
-# TODO: prose on the real numbers (forgetting claim held or not; instruction accuracy).
+# **Forgetting: the claim holds.** On every seed the Excitor's forgetting interval lies
+# entirely below LoRA's. The Excitor trained on noisy labels loses 7.4, 8.2 and 12.0
+# points of the base's plain-form skill; LoRA q,v loses 53.4, 52.6 and 61.4 points, more
+# than half of it. Changing only where the frozen attention looks leaves the base's own
+# answers largely intact; rewriting $W_q, W_v$ toward wrong answers does not.
+#
+# **Instruction accuracy: the price.** The Excitor also learns much less of the format.
+# In the Alpaca template it answers 27.0, 25.8 and 23.4% of the test problems on the
+# noisy data, against LoRA's 54.4, 56.8 and 58.0%, every interval apart. Even on clean
+# data the shipped Excitor reaches only 33.4%, far short of the issue's target of 50
+# points above the base (4.3% in the template on 1,000 unseen problems,
+# `adapters/base.json`): that target **fails** for the Excitor at this budget (150 steps,
+# the swept learning rate). So the small forgetting is partly that the Excitor changed
+# the model less in every respect; on this benchmark it trades most of the instruction
+# accuracy for it.
 
 # %%
-print(f"the claim holds: {EXCITOR_FORGETS_LESS}")
+print(f"the forgetting claim holds: {EXCITOR_FORGETS_LESS}")
+assert EXCITOR_FORGETS_LESS
+apart = [figures[NAMES[EXCITOR.name, s]]["ci95"][1] < figures[NAMES[LORA.name, s]]["ci95"][0]
+         for s in bench.SEEDS]
+print("Excitor's exact-match interval entirely below LoRA's, per seed:", apart)
+assert all(apart)
+clean = bench.adapter_card("excitor")                          # sha256-checked card
+base_skill = read_json(bench.ADAPTER_DIR / "base.json")
+print(f"Excitor on clean data (card): {clean['test_exact_match']:.1%} "
+      f"[{clean['ci95'][0]:.1%}, {clean['ci95'][1]:.1%}]; "
+      f"base in the template {base_skill['alpaca_exact_match']:.1%} on {base_skill['n']} "
+      f"problems; base + 50 points = {base_skill['alpaca_exact_match'] + 0.50:.1%}")
+assert clean["test_exact_match"] < base_skill["alpaca_exact_match"] + 0.50   # target fails
+assert all(figures[NAMES[EXCITOR.name, s]]["test_exact_match"] < clean["test_exact_match"]
+           for s in bench.SEEDS)
 
 # %% [markdown]
 # ## 5. Attention maps before and after
@@ -348,15 +377,21 @@ same = torch.equal(cached, tuned.generate(prompt_ids, 12, use_cache=False))
 print("with cache == without cache:", same)
 assert same
 sample = [next(r for r in test if r["family"] == f) for f in sorted({r["family"] for r in test})]
-right = 0
+right, oks = 0, []
 for record, answer in zip(sample, generate_answers(tuned, tok, sample, max_new_tokens=24,
                                                    device=DEVICE)):
     right += answer.strip() == record["output"]
+    oks += [record["family"]] if answer.strip() == record["output"] else []
     print(f"{'ok ' if answer.strip() == record['output'] else '   '}{record['family']:12s} "
           f"{record['instruction'][:38]!r:42s} -> {answer!r}")
 print(f"{right} of {len(sample)} exactly right")
+assert oks == ["max_list"]
 
 # %% [markdown]
+# One of the seven answers is right (`max_list`); several others are well-formed
+# answers to a different task, such as a number for a capitalisation. That is what
+# 27.0% exact match looks like up close.
+#
 # ## 7. The multimodal variant
 #
 # For images, the paper concatenates projected visual features to the prompts, as extra
@@ -471,12 +506,31 @@ print(f"another image - right image: {GAIN[0]:+.3f} nats/token, 95% interval "
       f"[{GAIN[1]:+.3f}, {GAIN[2]:+.3f}] over {len(d)} test images")
 print(f"ln(vocabulary) = ln {base.cfg.vocab_size} = {math.log(base.cfg.vocab_size):.2f} "
       f"(a uniform guess over tokens)")
+if PROFILE == "cpu":                          # the claims of the text below, for this run
+    hits = {name: sum(a == t for a, t in zip(answers[name], truth)) for name in conditions}
+    assert max(hits.values()) == 0 and GAIN[1] < 0 < GAIN[2]
+    assert losses["no visual keys"].mean() > max(losses[k].mean() for k in
+                                                  ("right image", "another image", "blank image"))
+    assert sum(img_log[-10:]) / 10 < img_log[0]
 print(f"notebook wall time: {time.perf_counter() - T0:.0f} s")
 
 # %% [markdown]
-# TODO: multimodal prose on the real numbers. `generate_answers` decodes a batch of
-# equal-length prompts together, which is why one `set_visual` with all test features
-# lines up with the test questions here.
+# (`generate_answers` decodes a batch of equal-length prompts together, which is why one
+# `set_visual` with all test features lines up with the test questions here.)
+#
+# **What the image contributes here: nothing we can measure.** After this short run the
+# visual Excitor names the true colour for none of the 60 test images, whatever it is
+# shown (chance is 14%), although its training loss fell. The loss of the true answer is
+# 3.47 nats/token with the right image, 3.65 with another image and 3.56 with a blank
+# one: the right image is better than another by +0.18 nats/token, but the 95% interval
+# of that gap, [-0.09, +0.45], contains zero, so at this budget the measurement does not
+# show that the image's content helps, and we do not claim it. Removing the visual keys
+# altogether is worse on average (5.32 nats/token, nearer the uniform guess's
+# 6.24): the model was trained with those keys and breaks without them, which says
+# nothing about what any image shows. One reason to expect a slow start: the image can
+# only move the attention *scores* over the question's own tokens, and "What colour is
+# the shape?" contains no colour for it to attend to. The full profile trains 1,500
+# steps on 4,000 images; whether the gap opens there is for that run's outputs to show.
 #
 # ## Exercises
 #
