@@ -20,16 +20,20 @@
 # | `PromptAttention`, `gated_prompt_attention` | `minillama/peft/adapter_v1.py` |
 # | the plug-in point `attn.prompt` | `minillama/attention.py` |
 # | `apply`, `trainable_parameters` | `minillama/peft/__init__.py` |
-# | response-only fine-tuning, greedy answers | `minillama/finetune.py` |
+# | the benchmark, the shipped adapters and their cards | `minillama/tasks/bench.py` |
 #
-# The base is chapter 7's: the `mixed` reference, a story model whose pretraining
-# continued on task text written plainly (`...\nAnswer:\n...`), never in an instruction
-# template. It knows the skills; fine-tuning has to teach it the Alpaca prompt format.
+# The base is the PEFT benchmark's (`bench.BASE`, the `peft-base` reference, chapter 7):
+# a model that has mastered seven task families in the plain form of its pretraining
+# text (`...\nAnswer:\n...`) and almost never answers them in the Alpaca template.
+# Fine-tuning has one job, teaching the format; we also watch what it costs the base's
+# own skill (*forgetting*: the drop in plain-form exact match on the same problems).
 #
-# **Profiles.** `MINILLAMA_PROFILE=cpu` (the default without a GPU) trains on the same
-# six task families as chapter 7's CPU profile for a few dozen steps, in about a minute
-# on two cores; `full` (the default on CUDA) trains on all the families of `mixed`'s
-# pretraining text for longer and also varies the number of adapted blocks.
+# **Profiles.** `MINILLAMA_PROFILE=cpu` (the default without a GPU) trains each gate
+# variant live for the first 20 steps to show the mechanics, then evaluates the
+# *shipped* adapters (`minillama/adapters/`, trained by `scripts/train_adapters.py` on the
+# benchmark's full budget, three seeds per variant) on the 500-record test set. `full`
+# (the default on CUDA) trains all six runs live with the same recipe and also varies the
+# number of adapted blocks. The last code cell before the exercises prints the wall time.
 
 # %%
 import time
@@ -39,15 +43,14 @@ import torch
 
 from minillama import CONFIGS, Llama, course
 from minillama import peft as P
-from minillama.data import format_prompt, generate_stories, instruction_data
-from minillama.finetune import finetune, generate_answers, greedy_score, sft_loss
+from minillama.data import format_prompt
+from minillama.finetune import generate_answers, greedy_score
+from minillama.metrics import wilson_interval
 from minillama.peft.adapter_v1 import PromptAttention, gated_prompt_attention, top_layers
 from minillama.reference import load_reference
-from minillama.tasks import MIXED_FAMILIES, task_prompt
-from minillama.train import TrainConfig, evaluate
+from minillama.tasks import bench, task_prompt, task_text
 
 PROFILE, DEVICE = course.setup()
-BASE = "mixed"
 T0 = time.perf_counter()
 print(f"profile={PROFILE} device={DEVICE}")
 
@@ -57,37 +60,45 @@ print(f"profile={PROFILE} device={DEVICE}")
 # `gated_prompt_attention(q, k_prompt, v_prompt, gate)` is the second term of the
 # equation. There is no causal mask: the prompts sit "before" the text, so every query
 # sees all $K$ of them. The softmax is taken over the prompts alone, separately from the
-# ordinary attention, which is why the gate can switch the term off completely.
+# ordinary attention, which is why the gate can switch the term off completely:
 
 # %%
 b, h, t, K, d = 1, 2, 4, 3, 8
 q, k_p, v_p = torch.randn(b, h, t, d), torch.randn(1, h, K, d), torch.randn(1, h, K, d)
+terms = {}
 for g in [0.0, 0.5, 3.0]:
-    out = gated_prompt_attention(q, k_p, v_p, torch.tanh(torch.full((h,), g)))
-    print(f"g = {g}: tanh(g) = {torch.tanh(torch.tensor(g)):.3f}, |term| = {out.norm():.3f}")
+    terms[g] = gated_prompt_attention(q, k_p, v_p, torch.tanh(torch.full((h,), g)))
+    print(f"g = {g}: tanh(g) = {torch.tanh(torch.tensor(g)):.3f}, |term| = {terms[g].norm():.3f}")
+assert torch.count_nonzero(terms[0.0]) == 0 and terms[3.0].norm() > terms[0.5].norm() > 0
 
 # %% [markdown]
 # `PromptAttention` holds one block's prompts and its gate (one per head, as in the
 # official code) and plugs into the attention's `prompt` slot; the attention adds its
-# output before $W_o$. Put into a real model, the zero gate leaves the logits exactly
-# as they were:
+# output before $W_o$. The benchmark's V1 (`bench.method("adapter-v1")`) puts $K = 10$
+# prompts into all six blocks of our base. Put into the real model, the zero gate leaves
+# the logits exactly as they were:
 
 # %%
-base, tok, card = load_reference(BASE, device=DEVICE)
+base, tok, card = load_reference(bench.BASE, device=DEVICE)
 n_base = sum(p.numel() for p in base.parameters())
 print(f"base: {card['recipe']}, {n_base:,} parameters, {base.cfg.n_layers} blocks, "
       f"{base.cfg.n_heads} heads")
-LAYERS, PROMPT_LEN = base.cfg.n_layers - 1, 10          # like 30 of LLaMA-7B's 32 blocks
+ZERO, RANDOM = bench.method("adapter-v1"), bench.method("adapter-v1-random")
+LAYERS = ZERO.options["layers"]
+print(f"{ZERO.name}: {ZERO.about}; lr {ZERO.lr:g}\n{RANDOM.name}: {RANDOM.about}; "
+      f"lr {RANDOM.lr:g}")
 
-adapted, _, _ = load_reference(BASE, device=DEVICE)
-P.apply(adapted, "adapter_v1", prompt_len=PROMPT_LEN, layers=LAYERS)
-print("blocks with prompts:", [i for i, layer in enumerate(adapted.layers)
+zero0, _ = bench.fresh(ZERO, seed=0, device=DEVICE)
+print("blocks with prompts:", [i for i, layer in enumerate(zero0.layers)
                                if isinstance(layer.attention.prompt, PromptAttention)],
-      "=", list(top_layers(adapted, LAYERS)))
-print(adapted.layers[-1].attention.prompt)
-x = torch.tensor([tok.encode("Once upon a time", bos=True)], device=DEVICE)
+      "=", list(top_layers(zero0, LAYERS)))
+print(zero0.layers[-1].attention.prompt)
+test = bench.test_records()
+x = torch.tensor([tok.encode(format_prompt(test[0]), bos=True)], device=DEVICE)
 with torch.no_grad():
-    print("zero gates: logits identical to the base model:", torch.equal(adapted(x), base(x)))
+    same = torch.equal(zero0(x), base(x))
+print("zero gates: logits identical to the base model:", same)
+assert same
 
 # %% [markdown]
 # The zero gate also orders the learning. The prompts' gradient passes through
@@ -96,12 +107,13 @@ with torch.no_grad():
 # $B$ move first in LoRA).
 
 # %%
-_, loss = adapted(x[:, :-1], x[:, 1:])
+_, loss = zero0(x[:, :-1], x[:, 1:])
 loss.backward()
-top = adapted.layers[-1].attention.prompt
+top = zero0.layers[-1].attention.prompt
 print(f"step 0: |grad prompt| = {top.prompt.grad.abs().max():.1e}   "
       f"|grad gate| = {top.gate.grad.abs().max():.1e}")
-adapted.zero_grad(set_to_none=True)
+assert top.prompt.grad.abs().max() == 0 and top.gate.grad.abs().max() > 0
+zero0.zero_grad(set_to_none=True)
 
 # %% [markdown]
 # ## 2. What it costs
@@ -111,13 +123,17 @@ adapted.zero_grad(set_to_none=True)
 
 # %%
 cfg7b = CONFIGS["llama1-7b"]
+counts = {}
 for gate in ["tanh", "scalar"]:
     with torch.device("meta"):
-        n = P.trainable_parameters(P.apply(Llama(cfg7b), "adapter_v1", gate=gate))
-    print(f"LLaMA-7B, K=10, L=30, gate={gate!r:8s}: {n:>9,d} trainable "
-          f"(30*10*4096 = {30 * 10 * 4096:,} prompt values + {n - 30 * 10 * 4096} gates)")
-print(f"our base, K={PROMPT_LEN}, L={LAYERS}: {P.trainable_parameters(adapted):,} trainable "
-      f"({P.trainable_parameters(adapted) / n_base:.2%} of the model)")
+        counts[gate] = P.trainable_parameters(P.apply(Llama(cfg7b), "adapter_v1", gate=gate))
+    print(f"LLaMA-7B, K=10, L=30, gate={gate!r:8s}: {counts[gate]:>9,d} trainable "
+          f"(30*10*4096 = {30 * 10 * 4096:,} prompt values + {counts[gate] - 30 * 10 * 4096} gates)")
+assert counts == {"tanh": 30 * 10 * 4096 + 30 * 32, "scalar": 30 * 10 * 4096 + 30}
+ours, share = bench.trainable_share(zero0, ZERO)
+print(f"our base, K=10, L={LAYERS}: {ours:,} trainable = {LAYERS}*10*{base.cfg.dim} + "
+      f"{LAYERS}*{base.cfg.n_heads} gates ({share:.2%} of the model)")
+assert ours == LAYERS * (10 * base.cfg.dim + base.cfg.n_heads)
 
 # %% [markdown]
 # `gate="scalar"` is the variant Hugging Face peft implements (`AdaptionPrompt`): one gate
@@ -125,61 +141,40 @@ print(f"our base, K={PROMPT_LEN}, L={LAYERS}: {P.trainable_parameters(adapted):,
 # zero-init property; `tests/test_peft.py` checks that our scalar mode gives peft's
 # logits. The rest of the chapter uses the per-head tanh gates of the official code.
 #
-# ## 3. Fine-tuning the base with V1
+# ## 3. The benchmark
 #
-# The same data as chapter 7: Alpaca-style records with unseen prompts held out for the
-# test, response-only loss, exact match under greedy decoding. Besides the task in the
-# Alpaca template we track what the base already knew: the same test tasks asked in the
-# plain form of its pretraining text (`task_prompt`), and its loss on stories.
+# Every PEFT chapter uses the same benchmark (`minillama/tasks/bench.py`): Alpaca records
+# of five task families to train on, a fixed budget of steps and batch, a learning rate
+# chosen per method by a recorded sweep, and a test set of unseen problems of all seven
+# families, two of which are never in the training data. The base's figures on that test
+# set are the starting line:
 
 # %%
-if PROFILE == "cpu":
-    TASKS = ["refusal", "lookup_colour", "count_words", "reverse_word", "max_list", "min_list"]
-    N_TEST, STEPS, BATCH = 120, 40, 8
-    N_TRAIN = STEPS * BATCH                       # every training record seen once
-else:
-    TASKS = MIXED_FAMILIES
-    N_TRAIN, N_TEST, STEPS, BATCH = 40000, 1000, 1500, 32
-LR = 5e-2
-train_set = instruction_data(N_TRAIN, seed=0, families=TASKS)
-seen = {(r["instruction"], r["input"]) for r in train_set}
-test_set = [r for r in instruction_data(3 * N_TEST, seed=1, families=TASKS)
-            if (r["instruction"], r["input"]) not in seen][:N_TEST]
-stories = torch.tensor([i for s in generate_stories(40, seed=999_999)
-                        for i in tok.encode(s, bos=True, eos=True)])
-story_eval = TrainConfig(batch_size=8, seq_len=128, eval_batches=2)
-print(f"{len(TASKS)} task families, {len(train_set)} training records, {len(test_set)} test")
-
-
-def report(name, model):
-    """The task in the Alpaca template (loss, exact match), and what the base knew: the
-    same tasks asked plainly (exact match) and the loss on stories."""
-    row = greedy_score(model, tok, test_set, device=DEVICE)
-    row["plain"] = greedy_score(model, tok, test_set, device=DEVICE,
-                                template=task_prompt)["exact_match"]
-    row["stories"] = evaluate(model, stories, story_eval, device=DEVICE)
-    print(f"{name:24s} Alpaca: loss {row['loss']:5.2f}, exact match {row['exact_match']:6.1%}"
-          f"   plain: exact match {row['plain']:6.1%}   story loss {row['stories']:.3f}")
-    return row
-
-
-rows = {"base": report("base", base)}
-
+print(f"training: {bench.N_TRAIN} Alpaca records of {', '.join(bench.TRAIN_FAMILIES)}")
+print(f"test: {len(test)} unseen problems of all seven families "
+      f"({', '.join(bench.HELDOUT_FAMILIES)} never tuned on)")
+print(f"budget: {bench.STEPS} steps of {bench.BATCH} records, {bench.WARMUP} warmup steps, "
+      f"the same learning rate {ZERO.lr:g} for both gate variants")
+BASE_FIG = bench.base_figures()
+BASE_PLAIN = BASE_FIG["plain_exact_match"]
+print(f"base: Alpaca template {BASE_FIG['exact_match']:.1%} {BASE_FIG['ci95']}, "
+      f"plain form {BASE_PLAIN:.1%} exact match")
 
 # %% [markdown]
-# ## 4. Zero-init vs random-init gates
+# ## 4. Zero-init vs random-init gates, at step 0
 #
 # The paper's ablation (arXiv 2303.16199): on ScienceQA, zero-initialised gating reached
 # 84.04% and random initialisation 40.77%. Its argument is about the start: with random
 # gates, the untrained prompts pour noise into every adapted block from the first step,
 # disturbing what the frozen model computes before the prompts have learned anything.
 #
-# Here we train the adapter twice from the same prompts and the same batches, once with
-# $g = 0$ and once with each gate drawn from $\mathcal{N}(0, 1)$ before training, so that
-# $\tanh(g)$ spreads over most of $(-1, 1)$. First the step-0 damage: how far each
-# untrained adapter moves the base model's next-token distributions on stories (mean KL
-# divergence from the base, and the largest change of a logit) and on the tasks asked
-# plainly.
+# `adapter-v1-random` draws each gate from $\mathcal{N}(0, 1)$ before training, so that
+# $\tanh(g)$ spreads over most of $(-1, 1)$; everything else (prompts, batches, learning
+# rate) is the zero-gate run's. First the step-0 damage, for the three seeds the shipped
+# adapters were trained with: how far each untrained adapter moves the base model's
+# next-token distributions on text it knows (test problems written in the plain form:
+# mean KL divergence from the base, and the largest change of a logit), and, for seed 0,
+# how many test problems it still answers in the plain form.
 
 # %%
 @torch.no_grad()
@@ -191,149 +186,349 @@ def drift(model, tokens):
     return kl.mean().item(), (ours - theirs).abs().max().item()
 
 
-story_windows = stories[:4 * 128].view(4, 128).to(DEVICE)
-runs, logs = {}, {}
-for init in ["zero", "random"]:
-    torch.manual_seed(0)                                        # the same prompts
-    model, _, _ = load_reference(BASE, device=DEVICE)
-    P.apply(model, "adapter_v1", prompt_len=PROMPT_LEN, layers=LAYERS)
-    if init == "random":
-        g = torch.Generator().manual_seed(1)
-        with torch.no_grad():
-            for i in top_layers(model, LAYERS):
-                gate = model.layers[i].attention.prompt.gate
-                gate.copy_(torch.randn(gate.shape, generator=g))
-    rows[f"{init}, step 0"] = report(f"V1 {init} gates, step 0", model)
-    rows[f"{init}, step 0"]["drift"] = drift(model, story_windows)
-    runs[init] = model
-for init in runs:
-    kl, top = rows[f"{init}, step 0"]["drift"]
-    print(f"step 0, {init:6s} gates: KL from the base on stories {kl:.4f} nats/token, "
-          f"max |logit change| {top:.2f}")
-damaged = rows["random, step 0"]
-print(f"step 0, random gates vs base: story loss {damaged['stories']:.3f} vs "
-      f"{rows['base']['stories']:.3f} ({damaged['stories'] / rows['base']['stories'] - 1:+.1%}), "
-      f"plain-form exact match {damaged['plain']:.1%} vs {rows['base']['plain']:.1%}")
+plain_text = torch.tensor([i for r in test[:100] for i in tok.encode(task_text(r), bos=True,
+                                                                      eos=True)])
+windows = plain_text[:8 * 128].view(8, 128).to(DEVICE)
+step0, random0 = {}, None
+for seed in bench.SEEDS:
+    for m in (ZERO, RANDOM):
+        model = zero0 if (m, seed) == (ZERO, 0) else bench.fresh(m, seed, DEVICE)[0]
+        random0 = model if (m, seed) == (RANDOM, 0) else random0
+        step0[m.name, seed] = drift(model, windows)
+        print(f"step 0, {m.name:18s} seed {seed}: KL from the base {step0[m.name, seed][0]:.4f} "
+              f"nats/token, max |logit change| {step0[m.name, seed][1]:.2f}")
+plain0 = greedy_score(random0, tok, test, device=DEVICE, template=task_prompt)["exact_match"]
+print(f"step 0, random gates (seed 0): plain-form exact match {plain0:.1%} vs the base's "
+      f"{BASE_PLAIN:.1%}")
+assert all(step0[ZERO.name, s] == (0.0, 0.0) for s in bench.SEEDS)
+assert all(step0[RANDOM.name, s][0] > 0 for s in bench.SEEDS)
+assert plain0 < BASE_PLAIN
 
 # %% [markdown]
-# The zero-gated adapter is the base model exactly: zero KL, every logit unchanged. The
-# random gates are not; the printed lines say by how much, on stories and on the tasks
-# the base knew. Now both train on the same batches:
+# The zero-gated adapter is the base model exactly: zero KL, every logit unchanged, on
+# every seed. The random gates are not: before a single step of training they move the
+# base's next-token distributions by 0.013, 0.345 and 0.024 nats/token of KL on the three
+# seeds (single logits by up to 9.7, 18.6 and 12.5), and the random gates of seed 0
+# answer 85.2% of the base's own problems in the plain form instead of 95.4%.
+#
+# ## 5. Training: the first steps, live
+#
+# The claim to test is about the start, so we fix before looking at any curve which
+# start: **the first 20 steps** (the 15 warmup steps and 5 at the full learning rate;
+# the window `tests/test_peft_thresholds.py` also uses). The CPU profile trains both
+# seed-0 runs live for exactly those steps, with the shipped runs' recipe: during warmup
+# the learning rate does not depend on the total number of steps, so the live losses up
+# to step 15 must be the shipped adapters' logged losses (`train_loss` on their cards).
+# The full profile trains all six runs for the whole budget.
 
 # %%
-for init, model in runs.items():
-    logs[init] = finetune(model, tok, train_set, steps=STEPS, lr=LR, batch_size=BATCH,
-                          warmup=STEPS // 10, device=DEVICE)
-    rows[f"{init}, trained"] = report(f"V1 {init} gates, trained", model)
-print(f"training took {logs['zero'][-1]['time']:.1f} s and {logs['random'][-1]['time']:.1f} s")
-zero, rand = rows["zero, trained"]["exact_match"], rows["random, trained"]["exact_match"]
-se = max((p * (1 - p) / len(test_set)) ** 0.5 for p in (zero, rand))
-print(f"zero-init gates: {zero:.1%} vs random-init gates: {rand:.1%} exact match "
-      f"(one seed each, ± {se:.1%} standard error); the paper, LLaMA-7B on ScienceQA: "
-      f"84.04% vs 40.77%")
+FIRST = 20
+NAMES = {(m.name, s): bench.adapter_name(m.name, seed=s) for m in (ZERO, RANDOM)
+         for s in bench.SEEDS}
+curves, live, models = {}, {}, {}
+if PROFILE == "cpu":
+    cards = {name: bench.adapter_card(name) for name in NAMES.values()}
+    curves = {name: c["train_loss"] for name, c in cards.items()}
+    for m in (ZERO, RANDOM):
+        model, _, log, wall = bench.run(m, seed=0, steps=FIRST, device=DEVICE)
+        live[m.name] = [r["loss"] for r in log]
+        shipped = curves[m.name][:bench.WARMUP + 1]
+        gap = max(abs(a - b) for a, b in zip(live[m.name], shipped))
+        print(f"{m.name:18s}: {FIRST} live steps in {wall:.1f} s, loss {live[m.name][0]:.3f} -> "
+              f"{live[m.name][-1]:.3f}; max |live - shipped| over the first {len(shipped)} "
+              f"steps: {gap:.1e}")
+        assert gap < 1e-3
+        gates = torch.stack([model.layers[i].attention.prompt.gate_value().detach()
+                             for i in top_layers(model, LAYERS)]).abs()
+        print(f"{'':18s}  after {FIRST} steps: mean |tanh(g)| {gates.mean():.3f}, "
+              f"smallest {gates.min():.3f}")
+        if m is ZERO:
+            assert gates.min() > 0  # every gate has left zero
+else:
+    cards = {}
+    for (name, seed), adapter in NAMES.items():
+        model, _, log, wall = bench.run(bench.method(name), seed=seed, device=DEVICE)
+        curves[adapter], models[adapter] = [r["loss"] for r in log], model
+        print(f"{adapter}: {bench.STEPS} steps in {wall:.1f} s")
+    live = {m.name: curves[m.name][:FIRST] for m in (ZERO, RANDOM)}
 
+# %% [markdown]
+# Now the whole curves, three seeds each (shipped cards in the CPU profile), and the mean
+# loss over the first 20 steps:
 
 # %%
+first = {name: sum(c[:FIRST]) / len(c[:FIRST]) for name, c in curves.items()}
+print(f"training loss: at step 0, and the mean over the first {FIRST} steps")
+print(f"{'seed':>4s} {'step 0: zero':>13s} {'random':>7s} {'first 20: zero':>15s} "
+      f"{'random':>7s} {'random - zero':>14s}")
+diffs, start = [], []
+for s in bench.SEEDS:
+    z, r = first[NAMES[ZERO.name, s]], first[NAMES[RANDOM.name, s]]
+    z0, r0 = curves[NAMES[ZERO.name, s]][0], curves[NAMES[RANDOM.name, s]][0]
+    diffs.append(r - z)
+    start.append(r0 - z0)
+    print(f"{s:>4d} {z0:>13.3f} {r0:>7.3f} {z:>15.3f} {r:>7.3f} {r - z:>+14.3f}")
+mean_diff = sum(diffs) / len(diffs)
+sd = (sum((d_ - mean_diff) ** 2 for d_ in diffs) / (len(diffs) - 1)) ** 0.5
+print(f"first {FIRST} steps, random - zero over {len(diffs)} seeds: mean {mean_diff:+.3f}, "
+      f"standard deviation {sd:.3f}, range [{min(diffs):+.3f}, {max(diffs):+.3f}]")
+assert all(d_ > 0 for d_ in start)      # the random gates start from a higher loss ...
+assert all(d_ < 0 for d_ in diffs)      # ... and still average a lower one over 20 steps
+
+
 def smooth(values, k=10):
     """Running mean over the last k values (the raw curves are noisy at small batch)."""
     return [sum(values[max(0, i - k + 1):i + 1]) / len(values[max(0, i - k + 1):i + 1])
             for i in range(len(values))]
 
 
-fig, ax = plt.subplots(figsize=(7, 3.5))
-for init, log in logs.items():
-    line, = ax.plot([r["step"] for r in log], smooth([r["loss"] for r in log]),
-                    label=f"{init}-init gates")
-    ax.plot([r["step"] for r in log], [r["loss"] for r in log], alpha=0.2, color=line.get_color())
-ax.set_xlabel("step")
-ax.set_ylabel("response loss (nats/token)")
-ax.legend()
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+for ax, upto in zip(axes, [None, FIRST]):
+    for (name, s), adapter in NAMES.items():
+        c = curves[adapter][:upto]
+        ax.plot(range(len(c)), c if upto else smooth(c), color="C0" if name == ZERO.name else "C3",
+                alpha=0.8, label=f"{'zero' if name == ZERO.name else 'random'} gates"
+                if s == 0 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("response loss (nats/token)")
+    ax.set_title("all steps (running mean of 10)" if upto is None else f"first {FIRST} steps")
+axes[0].axvspan(0, FIRST, color="grey", alpha=0.15)
+axes[0].legend()
 plt.tight_layout()
 plt.show()
 
-print("test response loss / exact match, per family (Alpaca template)")
-table = {"base": (base, rows["base"]), "V1 zero gates": (runs["zero"], rows["zero, trained"]),
-         "V1 random gates": (runs["random"], rows["random, trained"])}
-print(f"{'family':16s}" + "".join(f"{n:>17s}" for n in table))
-for fam in sorted(rows["base"]["per_family"]):
-    records = [r for r in test_set if r["family"] == fam]
-    cells = [f"{sft_loss(m, tok, records, device=DEVICE):.2f} / {row['per_family'][fam]:4.0%}"
-             for m, row in table.values()]
-    print(f"{fam:16s}" + "".join(f"{c:>17s}" for c in cells))
-
 # %% [markdown]
-# Read the rows above in pairs. At step 0 the zero-gated model is the base model
-# exactly, on the task and on what it knew; the random gates start from a disturbed
-# model. After training, compare the two rows' exact match in the Alpaca template (the
-# task), and their plain-form exact match and story loss (how much of the base
-# survived). The paper's gap was measured on a 7B model and ScienceQA. Ours is one seed
-# of a tiny model and a short run: a difference smaller than about two standard errors
-# (printed above) is not evidence either way, and the gap the paper saw need not appear
-# at this scale. What zero-init guarantees is the clean start, not a particular final
-# score.
+# The paper's argument holds for step 0 and not beyond it. On each of the three seeds
+# the random-gated run starts from a higher loss (the damaged model of section 4). But
+# its mean loss over the first 20 steps, the window fixed in advance, is *lower* than the
+# zero-gated run's on all three seeds, by 0.014, 0.006 and 0.103 nats/token (mean 0.041,
+# standard deviation 0.054: one seed carries most of it). The target "the mean training
+# loss over the first 20 steps is lower with the zero gate" **fails** on our benchmark:
+# one reading is that the random gates soon make up for the damage and then profit from
+# being open already: their prompts get a gradient from the first step, while behind
+# zero gates they get none until the gates open (section 1), and after the 20 live steps
+# the random gates are still much wider open (mean |tanh(g)| 0.580 vs 0.209, printed
+# above). The right panel shows the curves crossing.
 #
-# ## 5. What the gates learned
+# ## 6. Where they end: accuracy and forgetting
 #
-# $\tanh(g)$ per block and head after training: how much each head listens to its
-# prompts. Blocks below the top $L$ have no prompts (blank).
+# After the full budget, exact match on the test set in the Alpaca template (with its
+# 95% Wilson interval), exact match on the same problems asked in the plain form, and
+# forgetting (the base's plain-form exact match minus the adapter's). The seed-0 adapters
+# are evaluated here from their files, and must reproduce their cards; the other seeds'
+# figures are read from their cards (the full profile measures all six).
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), sharey=True)
-for ax, (init, model) in zip(axes, runs.items()):
-    grid = torch.full((model.cfg.n_layers, model.cfg.n_heads), float("nan"))
-    for i in top_layers(model, LAYERS):
-        grid[i] = model.layers[i].attention.prompt.gate_value().detach().float().cpu()
-    im = ax.imshow(grid, cmap="coolwarm", vmin=-1, vmax=1, aspect="auto", origin="lower")
-    ax.set_title(f"{init}-init: tanh(g) after training")
-    ax.set_xlabel("head")
-axes[0].set_ylabel("block")
-fig.colorbar(im, ax=axes)
-plt.show()
-for init, model in runs.items():
-    mean_abs = [model.layers[i].attention.prompt.gate_value().abs().mean().item()
-                for i in top_layers(model, LAYERS)]
-    print(f"{init:6s} mean |tanh(g)| per adapted block (bottom to top):",
-          " ".join(f"{v:.2f}" for v in mean_abs))
+figures = {}
+if PROFILE == "cpu":
+    for m in (ZERO, RANDOM):
+        models[m.name], _, _ = bench.load_adapter(m.name, device=DEVICE)
+        figures[m.name] = bench.card_figures(bench.measure(models[m.name], tok, device=DEVICE))
+        assert figures[m.name]["test_exact_match"] == cards[m.name]["test_exact_match"]
+        assert figures[m.name]["forgetting"] == cards[m.name]["forgetting"]
+    for adapter, c in cards.items():
+        figures.setdefault(adapter, {k: c[k] for k in ("test_exact_match", "ci95",
+                                                        "plain_exact_match", "forgetting",
+                                                        "heldout_families_exact_match",
+                                                        "per_family")})
+else:
+    for adapter, model in models.items():
+        figures[adapter] = bench.card_figures(bench.measure(model, tok, device=DEVICE))
+print(f"{'adapter':22s} {'Alpaca exact match [95%]':>26s} {'plain':>7s} {'forgetting':>11s} "
+      f"{'held-out families':>18s}")
+for adapter in NAMES.values():
+    f = figures[adapter]
+    print(f"{adapter:22s} {f['test_exact_match']:>8.1%} [{f['ci95'][0]:.1%}, {f['ci95'][1]:.1%}]"
+          f" {f['plain_exact_match']:>7.1%} {f['forgetting']:>+11.1%} "
+          f"{f['heldout_families_exact_match']:>18.1%}")
+print(f"{'base':22s} {BASE_FIG['exact_match']:>8.1%} [{BASE_FIG['ci95'][0]:.1%}, "
+      f"{BASE_FIG['ci95'][1]:.1%}] {BASE_PLAIN:>7.1%}")
+
+
+def over_seeds(name, key):
+    values = [figures[NAMES[name, s]][key] for s in bench.SEEDS]
+    return sum(values) / len(values), min(values), max(values)
+
+
+for key in ("test_exact_match", "forgetting"):
+    for m in (ZERO, RANDOM):
+        mean, lo, hi = over_seeds(m.name, key)
+        print(f"{key:16s} {m.name:18s}: mean over seeds {mean:.1%}, range [{lo:.1%}, {hi:.1%}]")
+ZERO_EM, RANDOM_EM = over_seeds(ZERO.name, "test_exact_match"), over_seeds(RANDOM.name,
+                                                                           "test_exact_match")
+ZERO_F, RANDOM_F = over_seeds(ZERO.name, "forgetting"), over_seeds(RANDOM.name, "forgetting")
+print("the paper, LLaMA-7B on ScienceQA: zero gates 84.04%, random gates 40.77%")
 
 # %% [markdown]
-# ## 6. Generation: prompts are not in the KV cache
+# **Accuracy.** Both gate variants end in the same place. The zero gates reach 42.2,
+# 43.8 and 37.4% exact match on the three seeds, the random gates 40.6, 43.4 and 38.6%;
+# on every seed the two 95% intervals overlap, and the means over seeds (41.1 vs 40.9%)
+# differ by 0.3 points. Nothing here reproduces the paper's 84.04 vs 40.77%: at our
+# scale and budget the gate's initial value does not decide where training ends.
+#
+# Nor does V1 do the benchmark's job well. It lifts the base from 5.4% to about 41%
+# in the Alpaca template, but the issue's target, at least 50 points above the base,
+# **fails** for both variants on every seed at this budget (150 steps at the swept
+# learning rate); LoRA q,v reaches 75.0% on the same benchmark (chapter 7). V1 learns
+# the format for `max_list` and `refusal`, which it answers mostly right, and much less
+# for the other families (`per_family` on the cards).
+
+# %%
+best = max(ZERO_EM[2], RANDOM_EM[2])
+print(f"mean over seeds: zero {ZERO_EM[0]:.1%}, random {RANDOM_EM[0]:.1%}, "
+      f"difference {ZERO_EM[0] - RANDOM_EM[0]:+.1%}")
+print(f"best V1 seed {best:.1%} vs base + 50 points = {BASE_FIG['exact_match'] + 0.50:.1%}")
+LORA = bench.adapter_card("lora-qv")                          # sha256-checked card
+print(f"LoRA q,v on the same benchmark (card): {LORA['test_exact_match']:.1%}, "
+      f"forgetting {LORA['forgetting']:+.1%}")
+for m in (ZERO, RANDOM):
+    print(f"{m.name} (seed 0) per family:", ", ".join(
+        f"{k} {v:.0%}" for k, v in sorted(figures[m.name]["per_family"].items())))
+assert all(figures[m.name]["per_family"][f] >= 0.8 for m in (ZERO, RANDOM)
+           for f in ("max_list", "refusal"))
+assert all(v < 0.5 for m in (ZERO, RANDOM) for f, v in figures[m.name]["per_family"].items()
+           if f not in ("max_list", "refusal"))
+assert LORA["test_exact_match"] > best and LORA["forgetting"] > max(ZERO_F[2], RANDOM_F[2])
+assert best < BASE_FIG["exact_match"] + 0.50                  # the >= 50-point target fails
+assert abs(ZERO_EM[0] - RANDOM_EM[0]) < 0.01
+for s in bench.SEEDS:
+    z, r = figures[NAMES[ZERO.name, s]]["ci95"], figures[NAMES[RANDOM.name, s]]["ci95"]
+    assert z[0] < r[1] and r[0] < z[1], s                      # the intervals overlap
+
+# %% [markdown]
+# **Forgetting.** What each adapter costs the base's own, plain-form skill (95.4% on
+# these problems) is where the gates differ most, and not in a consistent direction.
+# The interval of forgetting below is the base's figure minus the Wilson interval of the
+# adapter's 500 plain-form answers:
+
+# %%
+n = cards[ZERO.name]["test_records"] if cards else len(test)
+
+
+def forgetting_interval(f):
+    """95% interval of forgetting: base plain-form EM minus the adapter's Wilson interval."""
+    lo, hi = wilson_interval(round(f["plain_exact_match"] * n), n)
+    return BASE_PLAIN - hi, BASE_PLAIN - lo
+
+
+apart = {}
+for s in bench.SEEDS:
+    fz, fr = figures[NAMES[ZERO.name, s]], figures[NAMES[RANDOM.name, s]]
+    (zlo, zhi), (rlo, rhi) = forgetting_interval(fz), forgetting_interval(fr)
+    apart[s] = "zero less" if zhi < rlo else "random less" if rhi < zlo else "overlap"
+    print(f"seed {s}: forgetting zero {fz['forgetting']:+.1%} [{zlo:+.1%}, {zhi:+.1%}], "
+          f"random {fr['forgetting']:+.1%} [{rlo:+.1%}, {rhi:+.1%}] -> {apart[s]}")
+signs = {figures[NAMES[ZERO.name, s]]["forgetting"] < figures[NAMES[RANDOM.name, s]]["forgetting"]
+         for s in bench.SEEDS}
+assert signs == {True, False}                 # neither gate forgets less on every seed
+assert apart == {0: "overlap", 1: "overlap", 2: "zero less"}
+assert figures[NAMES[ZERO.name, 1]]["forgetting"] > figures[NAMES[RANDOM.name, 1]]["forgetting"]
+assert ZERO_F[0] < RANDOM_F[0]
+
+# %% [markdown]
+# On seed 2 the zero gates kept clearly more of the plain skill (forgetting 5.0 vs
+# 15.2 points, intervals apart). On seed 1 it is the other way round: the zero gates
+# kept *less* (84.4% plain-form exact match, forgetting 11.0 points) than the random
+# ones (90.0%, 5.4 points), the intervals overlapping only between 8.1 and 8.3. This is
+# what the chapter's earlier single-seed version found and did not say. On seed 0 the
+# two are level (9.2 vs 11.2). So the zero gate does not protect the base's skill
+# reliably: across three seeds its mean forgetting (8.4 points) is 2.2 points below the
+# random gate's (10.6), with the seeds pointing both ways. What both variants do share
+# is that they forget far less than LoRA q,v, which loses 36.8 points on the same
+# benchmark (chapter 7).
+
+# %% [markdown]
+# ## 7. What the gates learned
+#
+# $\tanh(g)$ per block and head of the two seed-0 adapters after training: how much each
+# head listens to its prompts. For the random gates, the right panel also shows where
+# each gate was drawn at step 0.
+
+# %%
+init_gates = torch.stack([random0.layers[i].attention.prompt.gate_value().detach().float().cpu()
+                          for i in top_layers(random0, LAYERS)])
+grids = {}
+for m in (ZERO, RANDOM):
+    grids[m.name] = torch.stack([models[m.name].layers[i].attention.prompt.gate_value()
+                                 .detach().float().cpu() for i in top_layers(models[m.name],
+                                                                              LAYERS)])
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.2), sharey=True)
+panels = [(grids[ZERO.name], "zero-init: tanh(g) trained"),
+          (init_gates, "random-init: tanh(g) at step 0"),
+          (grids[RANDOM.name], "random-init: tanh(g) trained")]
+for ax, (grid, title) in zip(axes, panels):
+    im = ax.imshow(grid, cmap="coolwarm", vmin=-1, vmax=1, aspect="auto", origin="lower")
+    ax.set_title(title)
+    ax.set_xlabel("head")
+axes[0].set_ylabel("adapted block")
+fig.colorbar(im, ax=axes)
+plt.show()
+for name, grid in [("zero, trained", grids[ZERO.name]), ("random, step 0", init_gates),
+                   ("random, trained", grids[RANDOM.name])]:
+    print(f"{name:16s} mean |tanh(g)| per block (bottom to top):",
+          " ".join(f"{v:.2f}" for v in grid.abs().mean(-1).tolist()))
+moved = (grids[RANDOM.name] - init_gates).abs()
+corr = torch.corrcoef(torch.stack([grids[RANDOM.name].flatten(), init_gates.flatten()]))[0, 1]
+print(f"random gates: mean |change of tanh(g)| in training {moved.mean():.3f}; correlation of "
+      f"trained with initial tanh(g) {corr:.2f}")
+print(f"mean |tanh(g)| over all blocks and heads: zero, trained {grids[ZERO.name].abs().mean():.3f}; "
+      f"random, trained {grids[RANDOM.name].abs().mean():.3f}")
+assert grids[ZERO.name].abs().min() > 0 and corr > 0.8
+assert grids[RANDOM.name].abs().mean() > grids[ZERO.name].abs().mean()
+
+# %% [markdown]
+# Every zero gate has opened, to a mean |tanh(g)| between 0.21 and 0.45 per block. The
+# random gates were not re-decided by training: the trained values keep a correlation of
+# 0.92 with where they were drawn (a mean change of 0.198), and they end wider open on
+# average than the zero gates. Two very different gate patterns, then, and the same
+# accuracy (section 6): at this scale the prompts adapt to whatever gates they are given.
+#
+# ## 8. Generation: prompts are not in the KV cache
 #
 # Each decoding step recomputes the prompt keys and values from the frozen $W_k, W_v$,
 # so the cache holds only the text's keys and values and generation with the cache
-# gives the same tokens as without it. A few greedy answers of the zero-init adapter,
-# marked `ok` where they are exactly right:
+# gives the same tokens as without it. Then one greedy answer per family from the
+# shipped zero-gate adapter, marked `ok` where it is exactly right:
 
 # %%
-model = runs["zero"]
-ids = torch.tensor(tok.encode(format_prompt(test_set[0]), bos=True), device=DEVICE)
+model = models[ZERO.name]
+ids = torch.tensor(tok.encode(format_prompt(test[0]), bos=True), device=DEVICE)
 cached, uncached = model.generate(ids, 12, use_cache=True), model.generate(ids, 12, use_cache=False)
 print("with cache == without cache:", torch.equal(cached, uncached))
-sample = [next(r for r in test_set if r["family"] == f)
-          for f in sorted({r["family"] for r in test_set})][:6]
+assert torch.equal(cached, uncached)
+sample = [next(r for r in test if r["family"] == f) for f in sorted({r["family"] for r in test})]
+right, oks = 0, []
 for record, answer in zip(sample, generate_answers(model, tok, sample, max_new_tokens=24,
                                                    device=DEVICE)):
-    mark = "ok " if answer.strip() == record["output"] else "   "
-    print(f"{mark}{record['family']:14s} {record['instruction'][:40]!r:44s} -> {answer!r}")
+    ok = answer.strip() == record["output"]
+    right += ok
+    oks += [record["family"]] if ok else []
+    print(f"{'ok ' if ok else '   '}{record['family']:12s} {record['instruction'][:38]!r:42s} "
+          f"-> {answer!r}")
+print(f"{right} of {len(sample)} exactly right")
+assert oks == ["max_list", "refusal"]
 
 # %% [markdown]
-# ## 7. How many blocks get prompts?
+# Two of the seven are right, `max_list` and `refusal`: the two families the adapter has
+# learned (section 6). The other answers are in the template's place but wrong, some
+# the answer to another task (a number for a capitalisation).
+#
+# ## 9. How many blocks get prompts?
 #
 # The paper varies $L$ on ScienceQA: 10, 20 and 30 adapted blocks reach 55.95, 73.36 and
-# 83.85% accuracy. The full profile repeats the sweep on our base; the CPU
-# profile skips it.
+# 83.85% accuracy. The full profile repeats the sweep on our six-block base, with the
+# benchmark's recipe and the top $L$ blocks adapted; the CPU profile skips it.
 
 # %%
 if PROFILE != "cpu":
     sweep = {}
     for layers in range(1, base.cfg.n_layers + 1):
-        model, _, _ = load_reference(BASE, device=DEVICE)
-        P.apply(model, "adapter_v1", prompt_len=PROMPT_LEN, layers=layers)
-        finetune(model, tok, train_set, steps=STEPS, lr=LR, batch_size=BATCH,
-                 warmup=STEPS // 10, device=DEVICE)
-        result = greedy_score(model, tok, test_set, device=DEVICE)
+        m = bench.Method(f"adapter-v1-L{layers}", "adapter_v1", dict(layers=layers), ZERO.lr)
+        model, _, _, _ = bench.run(m, device=DEVICE)
+        result = bench.measure(model, tok, device=DEVICE)
         sweep[layers] = (result["loss"], result["exact_match"])
         print(f"L={layers}: {P.trainable_parameters(model):,} trainable, test loss "
-              f"{sweep[layers][0]:.3f}, exact match {sweep[layers][1]:.1%}")
+              f"{sweep[layers][0]:.3f}, exact match {sweep[layers][1]:.1%} {result['ci95']}")
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
     for k, label in enumerate(["test response loss", "exact match"]):
         ax[k].plot(list(sweep), [v[k] for v in sweep.values()], "o-")
