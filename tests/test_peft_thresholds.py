@@ -31,8 +31,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")      # conftest.py
 
 MAIN = ["full", "lora-qv", "lora-all", "qlora", "adapter-v1", "adapter-v2", "excitor"]
 BELOW_TARGET = {        # measured on the shipped cards (150 steps, lr from adapters/sweep.json)
-    "adapter-v1": "V1 reaches 42.2% [38.0, 46.6], 38 points above the base's 4%",
-    "excitor": "the Excitor reaches 33.4% [29.4, 37.7], 29 points above the base's 4%"}
+    "adapter-v1": "V1 reaches 52.4% [48.0, 56.7], 47.0 points above the base's 5.4%",
+    "excitor": "the Excitor reaches 33.4% [29.4, 37.7], 28.0 points above the base's 5.4%"}
 FIRST_STEPS = 20            # "the first N steps" of chapter 8, fixed before looking
 
 
@@ -79,7 +79,7 @@ def test_zero_gates_start_as_the_base_and_random_gates_do_not():
 
 
 @pytest.mark.xfail(strict=True, reason="mean loss over the first 20 steps, zero vs random "
-                   "gates: seed 0 0.832 vs 0.818, seed 1 0.800 vs 0.794, seed 2 0.802 vs 0.699")
+                   "gates: seed 0 0.620 vs 0.598, seed 1 0.618 vs 0.622, seed 2 0.622 vs 0.598")
 def test_zero_gates_learn_faster_at_first_on_every_seed():
     for seed in bench.SEEDS:
         zero = card(bench.adapter_name("adapter-v1", seed=seed))["train_loss"][:FIRST_STEPS]

@@ -342,9 +342,10 @@ def card_figures(fig: dict) -> dict:
 # Learning rates tried for each swept method; the others take the rate of their parent
 # (QLoRA that of LoRA q,v, for a like-for-like comparison; V1 random gates that of V1; the
 # V2 ablations that of V2).
-SWEEP = {"full": (3e-5, 1e-4, 3e-4), "lora-qv": (1e-3, 3e-3, 1e-2),
-         "lora-all": (1e-3, 3e-3, 1e-2), "adapter-v1": (3e-3, 1e-2, 3e-2),
-         "adapter-v2": (3e-3, 1e-2, 3e-2), "excitor": (3e-3, 1e-2, 3e-2)}
+# A grid whose best rate lay on its edge was extended until the best was inside it.
+SWEEP = {"full": (3e-5, 1e-4, 3e-4, 1e-3), "lora-qv": (1e-3, 3e-3, 1e-2, 3e-2),
+         "lora-all": (1e-3, 3e-3, 1e-2), "adapter-v1": (3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0),
+         "adapter-v2": (3e-3, 1e-2, 3e-2), "excitor": (3e-3, 1e-2, 3e-2, 1e-1, 3e-1)}
 PARENT = {"qlora": "lora-qv", "adapter-v1-random": "adapter-v1",
           "adapter-v2-no-bias-scale": "adapter-v2", "adapter-v2-no-norms": "adapter-v2",
           "adapter-v2-no-prompts": "adapter-v2"}
