@@ -290,7 +290,7 @@ print(">= 50 points above the base:", [n for n in NAMES if above[n] >= 0.5],
 #
 # * **Above the base.** The base answers 5.4% of the test problems in the Alpaca template.
 #   Full fine-tuning, both LoRAs, QLoRA and V2 end 65.4 to 71.6 points above it. Adapter V1
-#   (42.2%, +36.8 points) and the Excitor (33.4%, +28.0) do *not* reach the issue's target
+#   (52.4%, +47.0 points) and the Excitor (33.4%, +28.0) do *not* reach the issue's target
 #   of 50 points above the base at this budget (150 steps, each at its swept learning
 #   rate): the target fails for them.
 # * **LoRA q,v vs full.** With 1.20% of the parameters trainable, LoRA q,v reaches 99.2% of
@@ -304,8 +304,9 @@ print(">= 50 points above the base:", [n for n in NAMES if above[n] >= 0.5],
 #   and from each other.
 # * **Forgetting** is not what the trainable share predicts. LoRA q,v forgets 36.8 points
 #   of the base's plain-form skill, about twice full fine-tuning's 19.0, and QLoRA 50.6;
-#   their plain-form intervals are apart from full fine-tuning's. V1 (9.2) and the Excitor
-#   (6.4) forget least, and also learned the format least.
+#   their plain-form intervals are apart from full fine-tuning's. Adapter V1 forgets the
+#   most, 68.8 points, at the learning rate its sweep chose for exact match (0.3; chapter 8
+#   shows the trade). The Excitor forgets least (6.4), and also learned the format least.
 # * **Memory** (measured, one batch of 16): full fine-tuning trains 221x the values of the
 #   leanest method but needs only 1.7x the memory of the leanest (QLoRA). On a model this
 #   small the activations autograd saves (139 to 248 MB) dwarf the weights (10.2 MB),
@@ -346,7 +347,7 @@ assert groups[1:] == [["adapter-v1"], ["excitor"]]
 assert fg["lora-qv"] > 1.5 * fg["full"] and fg["qlora"] > fg["lora-qv"]
 assert plain_interval("lora-qv")[1] < plain_interval("full")[0]
 assert plain_interval("qlora")[1] < plain_interval("full")[0]
-assert sorted(NAMES, key=fg.get)[:2] == ["excitor", "adapter-v1"]
+assert min(NAMES, key=fg.get) == "excitor" and max(NAMES, key=fg.get) == "adapter-v1"
 assert sorted(NAMES, key=em.get)[:2] == ["excitor", "adapter-v1"]
 if DEVICE == "cpu":                     # the CPU profile measures memory part by part
     assert min(acts) > 10 * weights
@@ -359,10 +360,10 @@ if DEVICE == "cpu":                     # the CPU profile measures memory part b
 assert costs[fastest]["step_s"] > 0.5 * costs["full"]["step_s"]
 if PROFILE == "cpu":                    # the shipped cards' figures, as quoted
     assert {n: round(100 * em[n], 1) for n in NAMES} == {
-        "full": 75.6, "lora-qv": 75.0, "lora-all": 77.0, "qlora": 72.4, "adapter-v1": 42.2,
+        "full": 75.6, "lora-qv": 75.0, "lora-all": 77.0, "qlora": 72.4, "adapter-v1": 52.4,
         "adapter-v2": 70.8, "excitor": 33.4}
     assert {n: round(100 * fg[n], 1) for n in NAMES} == {
-        "full": 19.0, "lora-qv": 36.8, "lora-all": 20.6, "qlora": 50.6, "adapter-v1": 9.2,
+        "full": 19.0, "lora-qv": 36.8, "lora-all": 20.6, "qlora": 50.6, "adapter-v1": 68.8,
         "adapter-v2": 18.2, "excitor": 6.4}
     assert round(100 * base_em, 1) == 5.4 and round(100 * lora_share, 1) == 99.2
 
