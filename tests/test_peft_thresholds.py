@@ -32,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")      # conftest.py
 MAIN = ["full", "lora-qv", "lora-all", "qlora", "adapter-v1", "adapter-v2", "excitor"]
 BELOW_TARGET = {        # measured on the shipped cards (150 steps, lr from adapters/sweep.json)
     "adapter-v1": "V1 reaches 52.4% [48.0, 56.7], 47.0 points above the base's 5.4%",
-    "excitor": "the Excitor reaches 33.4% [29.4, 37.7], 28.0 points above the base's 5.4%"}
+    "excitor": "the Excitor reaches 33.4% [29.4, 37.6], 28.0 points above the base's 5.4%"}
 FIRST_STEPS = 20            # "the first N steps" of chapter 8, fixed before looking
 
 
