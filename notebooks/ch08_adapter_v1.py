@@ -36,6 +36,7 @@
 # number of adapted blocks. The last code cell before the exercises prints the wall time.
 
 # %%
+import json
 import time
 
 import matplotlib.pyplot as plt
@@ -225,7 +226,7 @@ assert plain0 < BASE_PLAIN
 FIRST = 20
 NAMES = {(m.name, s): bench.adapter_name(m.name, seed=s) for m in (ZERO, RANDOM)
          for s in bench.SEEDS}
-curves, live, models = {}, {}, {}
+curves, live, models, opened = {}, {}, {}, {}
 if PROFILE == "cpu":
     cards = {name: bench.adapter_card(name) for name in NAMES.values()}
     curves = {name: c["train_loss"] for name, c in cards.items()}
@@ -240,6 +241,7 @@ if PROFILE == "cpu":
         assert gap < 1e-3
         gates = torch.stack([model.layers[i].attention.prompt.gate_value().detach()
                              for i in top_layers(model, LAYERS)]).abs()
+        opened[m.name] = gates.mean().item()
         print(f"{'':18s}  after {FIRST} steps: mean |tanh(g)| {gates.mean():.3f}, "
               f"smallest {gates.min():.3f}")
         if m is ZERO:
@@ -271,9 +273,14 @@ for s in bench.SEEDS:
 mean_diff = sum(diffs) / len(diffs)
 sd = (sum((d_ - mean_diff) ** 2 for d_ in diffs) / (len(diffs) - 1)) ** 0.5
 print(f"first {FIRST} steps, random - zero over {len(diffs)} seeds: mean {mean_diff:+.3f}, "
-      f"standard deviation {sd:.3f}, range [{min(diffs):+.3f}, {max(diffs):+.3f}]")
+      f"standard deviation {sd:.3f} (|mean| = {abs(mean_diff) / sd:.2f} standard deviations), "
+      f"range [{min(diffs):+.3f}, {max(diffs):+.3f}]")
 assert all(d_ > 0 for d_ in start)      # the random gates start from a higher loss ...
-assert all(d_ < 0 for d_ in diffs)      # ... and still average a lower one over 20 steps
+assert sum(d_ < 0 for d_ in diffs) == 2 and mean_diff < 0  # ... yet average a lower one on 2 seeds
+assert diffs[1] > 0                     # seed 1: the zero gates lower
+assert abs(mean_diff) < sd              # the mean gap is smaller than its spread
+if opened:                              # the live runs (CPU profile): gates similarly open
+    assert abs(opened[ZERO.name] - opened[RANDOM.name]) < 0.05
 
 
 def smooth(values, k=10):
@@ -300,15 +307,17 @@ plt.show()
 # %% [markdown]
 # The paper's argument holds for step 0 and not beyond it. On each of the three seeds
 # the random-gated run starts from a higher loss (the damaged model of section 4). But
-# its mean loss over the first 20 steps, the window fixed in advance, is *lower* than the
-# zero-gated run's on all three seeds, by 0.014, 0.006 and 0.103 nats/token (mean 0.041,
-# standard deviation 0.054: one seed carries most of it). The target "the mean training
-# loss over the first 20 steps is lower with the zero gate" **fails** on our benchmark:
-# one reading is that the random gates soon make up for the damage and then profit from
-# being open already: their prompts get a gradient from the first step, while behind
-# zero gates they get none until the gates open (section 1), and after the 20 live steps
-# the random gates are still much wider open (mean |tanh(g)| 0.580 vs 0.209, printed
-# above). The right panel shows the curves crossing.
+# over the first 20 steps, the window fixed in advance, the advantage is gone: the
+# random-gated run's mean loss is *lower* on seeds 0 and 2 (by 0.022 and 0.023
+# nats/token) and higher only on seed 1 (by 0.004). Over the three seeds the random
+# gates are ahead by 0.014 on average, with a standard deviation of 0.015: a gap
+# smaller than its own spread, so no consistent difference either way. The target "the
+# mean training loss over the first 20 steps is lower with the zero gate" **fails** on
+# our benchmark (on the mean, and on two seeds of three). At this learning rate (0.3)
+# the zero gates open fast: after the 20 live steps both sets of gates are about
+# equally open (mean |tanh(g)| 0.318 zero, 0.352 random, printed above), and
+# whatever the random gates cost at step 0 is made up early. The right panel shows the
+# curves meeting.
 #
 # ## 6. Where they end: accuracy and forgetting
 #
@@ -360,44 +369,53 @@ ZERO_F, RANDOM_F = over_seeds(ZERO.name, "forgetting"), over_seeds(RANDOM.name, 
 print("the paper, LLaMA-7B on ScienceQA: zero gates 84.04%, random gates 40.77%")
 
 # %% [markdown]
-# **Accuracy.** Both gate variants end in the same place. The zero gates reach 42.2,
-# 43.8 and 37.4% exact match on the three seeds, the random gates 40.6, 43.4 and 38.6%;
-# on every seed the two 95% intervals overlap, and the means over seeds (41.1 vs 40.9%)
-# differ by 0.3 points. Nothing here reproduces the paper's 84.04 vs 40.77%: at our
-# scale and budget the gate's initial value does not decide where training ends.
+# **Accuracy.** Both gate variants end close together. The zero gates reach 52.4, 49.4
+# and 47.2% exact match on the three seeds, the random gates 50.6, 47.2 and 46.0%: the
+# zero gates are ahead on every seed, but by only 1.8, 2.2 and 1.2 points, and on every
+# seed the two 95% intervals overlap. The means over seeds (49.7 vs 47.9%) differ by
+# 1.7 points. Nothing here reproduces the paper's 84.04 vs 40.77%: at our scale and
+# budget the gate's initial value does not decide where training ends.
 #
-# Nor does V1 do the benchmark's job well. It lifts the base from 5.4% to about 41%
-# in the Alpaca template, but the issue's target, at least 50 points above the base,
-# **fails** for both variants on every seed at this budget (150 steps at the swept
-# learning rate); LoRA q,v reaches 75.0% on the same benchmark (chapter 7). V1 learns
-# the format for `max_list` and `refusal`, which it answers mostly right, and much less
-# for the other families (`per_family` on the cards).
+# Nor does V1 do the benchmark's job as well as LoRA. It lifts the base from 5.4% to
+# 47-52% in the Alpaca template, but the issue's target, at least 50 points above the
+# base (55.4%), **fails** for both variants on every seed at this budget (150 steps at
+# the swept learning rate, 0.3); the best seed, 52.4%, is 47.0 points above the base.
+# LoRA q,v reaches 75.0% on the same benchmark (chapter 7). Per family (seed 0), V1
+# answers `max_list` and `refusal` mostly right (87-100%), `count_words` and
+# `list_to_csv` about half the time (53-60%), and `uppercase`, `capitalize` and
+# `min_list` at most a third of the time (10-33%).
 
 # %%
 best = max(ZERO_EM[2], RANDOM_EM[2])
+gaps = [figures[NAMES[ZERO.name, s]]["test_exact_match"]
+        - figures[NAMES[RANDOM.name, s]]["test_exact_match"] for s in bench.SEEDS]
 print(f"mean over seeds: zero {ZERO_EM[0]:.1%}, random {RANDOM_EM[0]:.1%}, "
-      f"difference {ZERO_EM[0] - RANDOM_EM[0]:+.1%}")
-print(f"best V1 seed {best:.1%} vs base + 50 points = {BASE_FIG['exact_match'] + 0.50:.1%}")
+      f"difference {ZERO_EM[0] - RANDOM_EM[0]:+.1%}; per seed, zero - random: "
+      + ", ".join(f"{g_:+.1%}" for g_ in gaps))
+print(f"best V1 seed {best:.1%} ({best - BASE_FIG['exact_match']:+.1%} over the base) vs "
+      f"base + 50 points = {BASE_FIG['exact_match'] + 0.50:.1%}")
 LORA = bench.adapter_card("lora-qv")                          # sha256-checked card
 print(f"LoRA q,v on the same benchmark (card): {LORA['test_exact_match']:.1%}, "
       f"forgetting {LORA['forgetting']:+.1%}")
 for m in (ZERO, RANDOM):
     print(f"{m.name} (seed 0) per family:", ", ".join(
         f"{k} {v:.0%}" for k, v in sorted(figures[m.name]["per_family"].items())))
-assert all(figures[m.name]["per_family"][f] >= 0.8 for m in (ZERO, RANDOM)
-           for f in ("max_list", "refusal"))
-assert all(v < 0.5 for m in (ZERO, RANDOM) for f, v in figures[m.name]["per_family"].items()
-           if f not in ("max_list", "refusal"))
-assert LORA["test_exact_match"] > best and LORA["forgetting"] > max(ZERO_F[2], RANDOM_F[2])
+BANDS = {("max_list", "refusal"): (0.87, 1.0), ("count_words", "list_to_csv"): (0.5, 0.6),
+         ("uppercase", "capitalize", "min_list"): (0.1, 0.34)}
+for m in (ZERO, RANDOM):
+    pf = figures[m.name]["per_family"]
+    assert all(lo <= round(pf[f], 2) <= hi for fams, (lo, hi) in BANDS.items() for f in fams)
+assert LORA["test_exact_match"] > best
 assert best < BASE_FIG["exact_match"] + 0.50                  # the >= 50-point target fails
-assert abs(ZERO_EM[0] - RANDOM_EM[0]) < 0.01
+assert 0 < ZERO_EM[0] - RANDOM_EM[0] < 0.02
 for s in bench.SEEDS:
-    z, r = figures[NAMES[ZERO.name, s]]["ci95"], figures[NAMES[RANDOM.name, s]]["ci95"]
-    assert z[0] < r[1] and r[0] < z[1], s                      # the intervals overlap
+    z, r = figures[NAMES[ZERO.name, s]], figures[NAMES[RANDOM.name, s]]
+    assert z["test_exact_match"] > r["test_exact_match"], s    # zero ahead on every seed ...
+    assert z["ci95"][0] < r["ci95"][1] and r["ci95"][0] < z["ci95"][1], s  # ... within overlap
 
 # %% [markdown]
 # **Forgetting.** What each adapter costs the base's own, plain-form skill (95.4% on
-# these problems) is where the gates differ most, and not in a consistent direction.
+# these problems) is where the gates differ most, and here the zero gates come off worse.
 # The interval of forgetting below is the base's figure minus the Wilson interval of the
 # adapter's 500 plain-form answers:
 
@@ -418,24 +436,60 @@ for s in bench.SEEDS:
     apart[s] = "zero less" if zhi < rlo else "random less" if rhi < zlo else "overlap"
     print(f"seed {s}: forgetting zero {fz['forgetting']:+.1%} [{zlo:+.1%}, {zhi:+.1%}], "
           f"random {fr['forgetting']:+.1%} [{rlo:+.1%}, {rhi:+.1%}] -> {apart[s]}")
-signs = {figures[NAMES[ZERO.name, s]]["forgetting"] < figures[NAMES[RANDOM.name, s]]["forgetting"]
-         for s in bench.SEEDS}
-assert signs == {True, False}                 # neither gate forgets less on every seed
-assert apart == {0: "overlap", 1: "overlap", 2: "zero less"}
-assert figures[NAMES[ZERO.name, 1]]["forgetting"] > figures[NAMES[RANDOM.name, 1]]["forgetting"]
-assert ZERO_F[0] < RANDOM_F[0]
+more_than_lora = [a for a in NAMES.values() if figures[a]["forgetting"] > LORA["forgetting"]]
+print(f"mean forgetting over seeds: zero {ZERO_F[0]:.1%}, random {RANDOM_F[0]:.1%}; "
+      f"LoRA q,v (card) {LORA['forgetting']:.1%}, exceeded by {len(more_than_lora)} of the "
+      f"{len(NAMES)} V1 runs: {', '.join(more_than_lora)}")
+assert all(figures[NAMES[ZERO.name, s]]["forgetting"] > figures[NAMES[RANDOM.name, s]]["forgetting"]
+           for s in bench.SEEDS)              # the zero gates forget more on every seed
+assert apart == {0: "random less", 1: "random less", 2: "overlap"}
+assert ZERO_F[0] > RANDOM_F[0] + 0.15
+assert len(more_than_lora) == 5 and NAMES[RANDOM.name, 1] not in more_than_lora
+assert LORA["test_exact_match"] - max(ZERO_EM[2], RANDOM_EM[2]) > 0.20
 
 # %% [markdown]
-# On seed 2 the zero gates kept clearly more of the plain skill (forgetting 5.0 vs
-# 15.2 points, intervals apart). On seed 1 it is the other way round: the zero gates
-# kept *less* (84.4% plain-form exact match, forgetting 11.0 points) than the random
-# ones (90.0%, 5.4 points), the intervals overlapping only between 8.1 and 8.3. This is
-# what the chapter's earlier single-seed version found and did not say. On seed 0 the
-# two are level (9.2 vs 11.2). So the zero gate does not protect the base's skill
-# reliably: across three seeds its mean forgetting (8.4 points) is 2.2 points below the
-# random gate's (10.6), with the seeds pointing both ways. What both variants do share
-# is that they forget far less than LoRA q,v, which loses 36.8 points on the same
-# benchmark (chapter 7).
+# The zero gates forget more on every seed: 68.8 vs 42.2 points on seed 0 and 58.2 vs
+# 28.4 on seed 1 (intervals apart both times), 51.4 vs 48.4 on seed 2 (intervals
+# overlapping). Across the three seeds the zero gates' mean forgetting is 59.5 points,
+# the random gates' 39.7. So the zero gate does not protect the base's own skill here;
+# if anything it loses more of it, though with three seeds and one overlap that is a
+# tendency, not a law. And V1 is not the gentle method it looks like on paper (0.45% of
+# the parameters, base model exact at step 0): five of the six runs forget more than
+# LoRA q,v (36.8 points, chapter 7), the random-gate seed 1 (28.4) being the one that
+# forgets less, while all six are over 20 points less accurate.
+#
+# **The learning-rate trade.** The benchmark picks each method's learning rate by one
+# rule: the best exact match in the Alpaca template on 300 validation problems (not the
+# test set). The sweep recorded for V1 (the random-gate variant uses V1's rate):
+
+# %%
+SWEEP = json.loads((bench.ADAPTER_DIR / "sweep.json").read_text())
+rows = SWEEP["results"][ZERO.name]
+print(f"rule: {SWEEP['rule']}; {SWEEP['val_records']} validation problems, "
+      f"{SWEEP['steps']} steps of {SWEEP['batch']}")
+for row in rows:
+    print(f"lr {row['lr']:<6g} validation exact match {row['val_exact_match']:6.1%}, "
+          f"validation loss {row['val_loss']:.3f}" + ("   <- chosen" if row["lr"] == ZERO.lr else ""))
+chosen = max(rows, key=lambda r: (r["val_exact_match"], -r["val_loss"]))
+grid = [row["lr"] for row in rows]
+for m in (ZERO, RANDOM):
+    print(f"shipped {m.name} at lr {m.lr:g}, forgetting per seed: " + ", ".join(
+        f"{figures[NAMES[m.name, s]]['forgetting']:.1%}" for s in bench.SEEDS))
+print("forgetting recorded by the sweep:", any("forgetting" in row for row in rows))
+assert chosen["lr"] == ZERO.lr == RANDOM.lr == SWEEP["chosen"][ZERO.name]
+assert min(grid) < ZERO.lr < max(grid)                       # inside the grid, not on its edge
+assert not any("forgetting" in row for row in rows)
+assert sorted(rows, key=lambda r: r["val_exact_match"])[-2]["lr"] == 0.1  # the runner-up
+
+# %% [markdown]
+# Validation exact match climbs from 23.0% at 0.003 to 48.7% at 0.3 and falls to 34.3%
+# at 1.0, so the chosen rate lies inside the grid, with 0.1 (46.7%) close behind. The
+# rule looks only at answers in the Alpaca template, and the sweep records no
+# forgetting, so this chapter cannot say how forgetting changes along the grid. What it
+# can say is what the choice ships: at 0.3 the zero-gate adapters forget 68.8, 58.2 and
+# 51.4 points of the base's plain-form skill, the random-gate ones 42.2, 28.4 and 48.4.
+# A rule that also weighed the plain-form skill could choose a different rate; finding
+# out would mean measuring forgetting at every rate of the grid.
 
 # %% [markdown]
 # ## 7. What the gates learned
@@ -473,15 +527,18 @@ print(f"random gates: mean |change of tanh(g)| in training {moved.mean():.3f}; c
       f"trained with initial tanh(g) {corr:.2f}")
 print(f"mean |tanh(g)| over all blocks and heads: zero, trained {grids[ZERO.name].abs().mean():.3f}; "
       f"random, trained {grids[RANDOM.name].abs().mean():.3f}")
-assert grids[ZERO.name].abs().min() > 0 and corr > 0.8
-assert grids[RANDOM.name].abs().mean() > grids[ZERO.name].abs().mean()
+per_block = grids[ZERO.name].abs().mean(-1)
+assert grids[ZERO.name].abs().min() > 0 and 0.12 < per_block.min() < per_block.max() < 0.30
+assert 0.45 < corr < 0.55 and 0.45 < moved.mean() < 0.5
+assert abs(grids[RANDOM.name].abs().mean() - grids[ZERO.name].abs().mean()) < 0.005
 
 # %% [markdown]
-# Every zero gate has opened, to a mean |tanh(g)| between 0.21 and 0.45 per block. The
-# random gates were not re-decided by training: the trained values keep a correlation of
-# 0.92 with where they were drawn (a mean change of 0.198), and they end wider open on
-# average than the zero gates. Two very different gate patterns, then, and the same
-# accuracy (section 6): at this scale the prompts adapt to whatever gates they are given.
+# Every zero gate has opened, to a mean |tanh(g)| between 0.13 and 0.29 per block. The
+# random gates were largely re-drawn by training: each moved by 0.469 on average, and the
+# trained values keep only a correlation of 0.50 with where they were drawn. Both end
+# equally open on average (mean |tanh(g)| 0.231 zero, 0.230 random), from very different
+# starts, with accuracies within 2 points of each other (section 6) but different
+# forgetting.
 #
 # ## 8. Generation: prompts are not in the KV cache
 #
@@ -506,12 +563,15 @@ for record, answer in zip(sample, generate_answers(model, tok, sample, max_new_t
     print(f"{'ok ' if ok else '   '}{record['family']:12s} {record['instruction'][:38]!r:42s} "
           f"-> {answer!r}")
 print(f"{right} of {len(sample)} exactly right")
-assert oks == ["max_list", "refusal"]
+assert oks == ["count_words", "max_list", "uppercase"]
 
 # %% [markdown]
-# Two of the seven are right, `max_list` and `refusal`: the two families the adapter has
-# learned (section 6). The other answers are in the template's place but wrong, some
-# the answer to another task (a number for a capitalisation).
+# Three of the seven are right: `count_words`, `max_list` and `uppercase`. One problem
+# per family is not the per-family rate of section 6: this `uppercase` problem is right
+# although the adapter gets only 10% of them, and the `refusal` problem is wrong (a
+# number) although it gets 93% of them. The other wrong answers are in the template's
+# place, and the capitalisation gets an answer meant for another task (the refusal
+# sentence).
 #
 # ## 9. How many blocks get prompts?
 #
