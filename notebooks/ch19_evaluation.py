@@ -108,6 +108,10 @@ for text in ["... so she has 72 apples left. #### 72", "#### 1,234", "#### $1234
     print(f"{text!r:44s} -> {normalize_answer(text)!r}")
 print("exact_match:", exact_match(["#### 1,234", "The answer is 5", "#### 46"],
                                   ["1234", "5", "#### 47"]))
+assert normalize_answer("#### 1,234") == normalize_answer("#### $1234.00") == "1234"
+assert normalize_answer("Q: 12+34=\nA: 46") == "46"                    # the text after 'A:'
+assert normalize_answer("The answer is 5") == "The answer is 5"          # else the whole text
+assert normalize_answer("#### 3\nand then some babble") == "3"          # only the number counts
 
 # %% [markdown]
 # The shipped `arithmetic` reference (recipe in `minillama/recipes.py`) was trained on 3-digit
@@ -124,8 +128,9 @@ gold = [p["answer"] for p in problems]
 
 def answer_all(marker: str, max_new_tokens: int) -> list[str]:
     """Greedy continuations of "Q: <question>\\n<marker>: ", up to the end of the line."""
-    prompts = torch.tensor([atok.encode(f"Q: {p['question']}\n{marker}: ", bos=True)
-                            for p in problems], device=DEVICE)
+    encoded = [atok.encode(f"Q: {p['question']}\n{marker}: ", bos=True) for p in problems]
+    assert len({len(e) for e in encoded}) == 1          # all prompts have the same length
+    prompts = torch.tensor(encoded, device=DEVICE)
     out = arith.generate(prompts, max_new_tokens, stop_tokens=[atok.eos_id, atok.encode("\n")[0]])
     return [f"{marker}: " + atok.decode(row, skip_special=True).split("\n")[0]
             for row in out.tolist()]
@@ -147,10 +152,17 @@ print(f"\nexact match, step by step: {em_steps:.1%}   direct: {em_direct:.1%}   
 # tokens keeps $k$ characters:
 
 # %%
+by_budget = {}
 for budget in (24, 36, 40, 42, 44, 48):
     cut = [s[:len("S: ") + budget] for s in steps]   # one byte per token in this tokenizer
-    print(f"budget {budget:2d} tokens: exact match {exact_match(cut, gold):6.1%}, "
-          f"'####' reached in {sum('####' in c for c in cut) / len(cut):6.1%}")
+    by_budget[budget] = (exact_match(cut, gold), sum("####" in c for c in cut) / len(cut))
+    print(f"budget {budget:2d} tokens: exact match {by_budget[budget][0]:6.1%}, "
+          f"'####' reached in {by_budget[budget][1]:6.1%}")
+cut_before = [b for b, (em, reached) in by_budget.items() if reached == 0]
+cut_inside = [b for b, (em, reached) in by_budget.items() if reached == 1 and em < em_steps]
+assert cut_before and all(by_budget[b][0] == 0 for b in cut_before)   # no '####': whole text
+assert cut_inside                        # '####' reached, the number cut: a wrong number read
+assert by_budget[48][0] == em_steps      # the full budget scores what the model wrote
 
 # %% [markdown]
 # ## 2. Multiple choice by option log-likelihood, the MMLU way
@@ -215,6 +227,14 @@ broken = sum(plain_pick[i] == right[i] for i in changed)
 print(f"normalisation by tokens changes {len(changed)} of {len(questions)} answers: "
       f"wrong -> right {fixed}, right -> wrong {broken}, wrong -> another wrong "
       f"{len(changed) - fixed - broken}")
+questions_tokens = [q["tokens"] for q in questions]
+longer_right_wins = [i for i in changed if norm_pick[i] == right[i] != plain_pick[i]
+                     and questions_tokens[i][right[i]] > questions_tokens[i][plain_pick[i]]]
+longer_wrong_wins = [i for i in changed if norm_pick[i] != right[i]
+                     and questions_tokens[i][norm_pick[i]] > questions_tokens[i][plain_pick[i]]]
+print(f"a longer right option wins once normalised: {len(longer_right_wins)} questions; "
+      f"a longer wrong option wins: {len(longer_wrong_wins)}")
+assert longer_right_wins and longer_wrong_wins     # both effects of the next paragraph occur
 for i in changed[:4]:
     q = questions[i]
     print(f"\n{q['family']}: {q['prompt'].splitlines()[0]!r}")
@@ -254,6 +274,10 @@ print(f"{len(pos)} right, {len(neg)} wrong direct answers")
 print(f"AUROC by ranks {auroc(confidence, correct):.4f}; over all {len(pos) * len(neg)} "
       f"(right, wrong) pairs {pairwise:.4f}")
 print(f"mean confidence (log p): right {sum(pos) / len(pos):.3f}, wrong {sum(neg) / len(neg):.3f}")
+as_probability = auroc([math.exp(c) for c in confidence], correct)
+print(f"AUROC of p = exp(log p) instead: {as_probability:.4f} (only the order counts)")
+assert abs(auroc(confidence, correct) - pairwise) < 1e-12
+assert abs(as_probability - auroc(confidence, correct)) < 1e-12
 
 # %% [markdown]
 # Ties. A coarse score, such as the probability rounded to one decimal (or a vote share
@@ -271,6 +295,8 @@ wins = sum(a > b for a in pos_c for b in neg_c)
 print(f"rounded to 0.1: {len(set(coarse))} distinct values, {ties} of {n_pairs} pairs tied")
 print(f"AUROC ties = 1/2 (auroc): {auroc(coarse, correct):.4f}   ties = 0: {wins / n_pairs:.4f}"
       f"   ties = 1: {(wins + ties) / n_pairs:.4f}")
+assert abs(auroc(coarse, correct) - (wins + ties / 2) / n_pairs) < 1e-12   # mean ranks = 1/2
+assert ties > 0 and wins / n_pairs < auroc(coarse, correct) < (wins + ties) / n_pairs
 
 
 def roc_points(scores, labels):
@@ -313,7 +339,7 @@ print(f"multiple choice (plain sum): {sum(mc_right)} right, {len(mc_right) - sum
 #
 # CIDEr-D compares a caption with the reference captions of its image by n-grams
 # ($n = 1..4$), each weighted by tf-idf: an n-gram that occurs in the references of
-# every image (here "a") has idf 0 and counts for nothing, one that picks out few images
+# every image (here "a" and "the") has idf 0 and counts for nothing, one that picks out few images
 # counts a lot. The "-D" parts guard against gaming: the candidate's counts are clipped
 # at the reference's ($\min$), and a Gaussian penalty ($\sigma = 6$ words) punishes a
 # length different from the reference's.
@@ -345,6 +371,8 @@ print(f"CIDEr-D by hand: 10 * {penalty:.4f} * ({n1:.4f} + {n2:.4f}) / 4 = {by_ha
 mean, per_image = cider_d(["a red red circle", "A blue square."],
                           [["a red circle"], ["a blue square"]])
 print(f"cider_d: per image {[round(v, 7) for v in per_image]}, mean {mean:.7f}")
+assert abs(n1 - 2 / math.sqrt(10)) < 1e-12 and abs(n2 - 2 / math.sqrt(6)) < 1e-12
+assert abs(per_image[0] - by_hand) < 1e-9 and abs(per_image[1] - 7.5) < 1e-9
 
 # %% [markdown]
 # Now the toy images (chapter 9's data): one coloured shape per picture, with one
@@ -404,10 +432,15 @@ systems = {
 }
 print(f"{N_IMAGES} images, e.g. {records[0]['caption']!r}\n")
 print(f"{'system':28s} {'CIDEr-D':>8s} {'exact':>7s}   example")
+cider, exact = {}, {}
 for name, captions in systems.items():
-    score, _ = cider_d(captions, refs)
-    print(f"{name:28s} {score:8.3f} {caption_accuracy(captions, [r[0] for r in refs]):7.1%}"
-          f"   {captions[0]!r}")
+    cider[name], _ = cider_d(captions, refs)
+    exact[name] = caption_accuracy(captions, [r[0] for r in refs])
+    print(f"{name:28s} {cider[name]:8.3f} {exact[name]:7.1%}   {captions[0]!r}")
+partly_right = ["colour wrong", "shape wrong", "position wrong", "size wrong",
+                "short: a <colour> <shape>", "gamed: colour x3"]
+assert all(0 < cider[k] < cider["reference itself"] and exact[k] == 0 for k in partly_right)
+assert cider["colour wrong"] < cider["size wrong"]  # a rare word (idf below) costs more
 
 # %% [markdown]
 # Every partly right caption gets partial credit, and how much depends on how rare its
@@ -429,6 +462,7 @@ for r in refs:
 for w in ["a", "on", "the", "small", "red", "circle", "center"]:
     idf = math.log(len(refs) / max(1, df.get(w, 0)))
     print(f"{w!r:9s} in {df.get(w, 0):3d} of {len(refs)} images: idf {idf:.2f}")
+assert df["a"] == df["the"] == len(refs)                  # in every image: idf 0
 
 # %% [markdown]
 # ## 5. Next to the real benchmarks
@@ -449,7 +483,9 @@ for w in ["a", "on", "the", "small", "red", "circle", "center"]:
 #   exactly the template's words.
 
 # %%
-print(f"notebook wall time: {time.perf_counter() - T0:.0f} s")
+wall = time.perf_counter() - T0
+print(f"notebook wall time: {wall:.0f} s")
+assert wall < 60                                           # the introduction: under a minute
 
 # %% [markdown]
 # ## Check

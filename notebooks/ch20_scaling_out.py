@@ -75,14 +75,22 @@ gap = max(abs(a["loss"] - b["loss"]) for a, b in zip(single, ddp))
 print(f"largest loss difference between the two runs over {len(single)} logged steps: {gap:.2e}")
 assert [r["step"] for r in single] == [r["step"] for r in ddp]
 assert gap < 1e-4
+loop = {name: log[-1]["time"] for name, log in logs.items()}
+for name in runs:
+    print(f"{name:26s} wall {wall[name]:5.1f} s, of which the training loop {loop[name]:5.1f} s")
+assert loop["2 processes (DDP, gloo)"] < loop["1 process"]       # the loop: faster with two
+assert wall["2 processes (DDP, gloo)"] > wall["1 process"]       # the whole run: slower
 
 # %% [markdown]
 # The curves lie on top of each other: data parallelism changes *where* the gradient is
-# computed, not *what* it is. On two CPU cores there is no speed-up to be had (both
-# processes share the same cores and the all-reduce is pure overhead); on GPUs each
-# process owns a device and the per-step time falls almost linearly until communication
-# dominates. An all-reduce of $P$ gradient bytes costs each GPU about $2\,\frac{N-1}{N} P$
-# bytes of traffic (ring algorithm), independent of $N$.
+# computed, not *what* it is. On two CPU cores the training loop itself was faster with two
+# processes (each computes half the batch on its own core; the all-reduce costs less than
+# that saves), but the whole run took longer: torchrun starts two interpreters that each
+# build the data, and at this run's length that start-up outweighs the loop's saving (the
+# figures above). On GPUs each process owns a
+# device and the per-step time falls almost linearly until communication dominates. An
+# all-reduce of $P$ gradient bytes costs each GPU $2\,\frac{N-1}{N} P$ bytes of traffic
+# (ring algorithm), which stays below $2P$ however large $N$ grows.
 #
 # ## 2. When the model no longer fits: what FSDP adds
 #
@@ -119,6 +127,8 @@ plt.show()
 for name, gib in rows.items():
     print(f"{name:14s} needs at least {max(1, int(-(-gib[0] // GPU_GIB))):3d} devices of "
           f"{GPU_GIB} GiB for its training state alone")
+assert rows["llama2-7b"][0] > GPU_GIB > rows["llama2-7b"][1]      # DDP no, FSDP over 8 yes
+assert rows["llama3.1-405b"][0] / GPU_GIB > 24                     # dozens of devices
 
 # %% [markdown]
 # Reading the table: a 7B model's training state does not fit one 80 GiB GPU under DDP, but
