@@ -23,6 +23,7 @@ import torch
 
 from . import load, save
 from .config import CONFIGS
+from .distributed import full_state
 from .files import read_json
 from .finetune import finetune
 from .model import count_parameters, kv_cache_bytes_per_token
@@ -64,7 +65,8 @@ def _train_supervised(model, tok, records, recipe, out: Path, resume: bool, devi
 def cmd_train(args):
     overrides = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size,
                                        lr=args.lr, seed=args.seed,
-                                       log_every=args.log_every).items() if v is not None}
+                                       log_every=args.log_every,
+                                       parallel=args.parallel).items() if v is not None}
     recipe = get_recipe(args.recipe, **overrides)
     out = Path(args.out or f"runs/{recipe.name}")
     if out.exists() and not out.is_dir():               # say so before training, not after
@@ -74,6 +76,9 @@ def cmd_train(args):
     tok, train_data, val_data = build_data(recipe)
     model = initial_model(recipe)
     t0 = time.perf_counter()
+    if recipe.task.supervised and recipe.train.parallel == "fsdp":
+        raise ValueError(f"--parallel fsdp: recipe {recipe.name} trains by supervised "
+                         f"fine-tuning, which runs on one process; drop --parallel")
     if recipe.task.supervised:          # one example per row, the loss on the answers
         _train_supervised(model, tok, train_data, recipe, out, args.resume, device)
     else:
@@ -82,6 +87,11 @@ def cmd_train(args):
     wall = time.perf_counter() - t0
     if torch.distributed.is_initialized():          # rank 0 alone saves and reports
         rank = torch.distributed.get_rank()
+        if recipe.train.parallel == "fsdp":        # gather the shards on rank 0 (collective)
+            state = full_state(model)
+            if rank == 0:
+                model = initial_model(recipe)
+                model.load_state_dict(state)
         torch.distributed.destroy_process_group()
         if rank != 0:
             return
@@ -239,7 +249,11 @@ def build_parser():
     t.add_argument("--seed", type=int)
     t.add_argument("--log-every", type=_positive_int, help="steps between metrics.jsonl records")
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    t.add_argument("--resume", action="store_true", help="continue from <out>/ckpt.pt")
+    t.add_argument("--parallel", choices=["ddp", "fsdp"],
+                   help="under torchrun: ddp copies the model into every process (default), "
+                        "fsdp shards it (checkpoints in <out>/ckpt/)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from <out>/ckpt.pt (<out>/ckpt/ with --parallel fsdp)")
     t.set_defaults(fn=cmd_train)
     g = sub.add_parser("generate", help="sample text from a checkpoint directory")
     g.add_argument("checkpoint")

@@ -12,6 +12,9 @@ One optimiser step sees ``batch_size * grad_accum`` sequences; with DDP (launche
 ``torchrun``, joined with ``setup_distributed()``) each of the ``world`` processes takes
 its slice of that global batch and the gradients are averaged, so the numbers match a
 single process.
+With ``parallel="fsdp"`` the processes instead shard the model (FSDP2, see
+``minillama.distributed``): same loop, same numbers, 1/world of the memory each, and
+sharded checkpoints in ``out_dir/ckpt/`` that any number of processes can resume.
 
 Batches are a pure function of (seed, step), and a checkpoint holds model, optimiser,
 schedule, RNG state and step: a resumed run continues bit-for-bit where it stopped.
@@ -39,6 +42,7 @@ from tqdm.auto import tqdm
 
 from .checkpoints.io import read_torch
 from .config import check_token_ids, finite_positive, positive_int
+from .distributed import PARALLEL, load_sharded, save_sharded, shard
 from .files import atomic_file
 
 
@@ -61,6 +65,7 @@ class TrainConfig:
     seed: int = 0
     compile: bool = False
     progress: bool = True
+    parallel: str = "ddp"         # over torchrun's processes: "ddp" copies, "fsdp" shards
 
     def __post_init__(self):
         for f in ("steps", "batch_size", "grad_accum", "seq_len", "eval_every",
@@ -70,6 +75,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.warmup and ckpt_every must be >= 0, "
                              f"got {self.warmup} and {self.ckpt_every}")
         finite_positive("TrainConfig.lr", self.lr)
+        if self.parallel not in PARALLEL:
+            raise ValueError(f"TrainConfig.parallel must be one of {PARALLEL}, "
+                             f"got {self.parallel!r}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"TrainConfig.min_lr_ratio must be in [0, 1], "
                              f"got {self.min_lr_ratio}")
@@ -170,6 +178,8 @@ def optimizer_step(model, optimizer, step: int, cfg: TrainConfig, loss: float,
     for group in optimizer.param_groups:
         group["lr"] = lr_at(step, cfg)
     norm = torch.nn.utils.clip_grad_norm_(trainable(model), cfg.grad_clip)
+    if hasattr(norm, "full_tensor"):                # FSDP: a DTensor, summed over ranks
+        norm = norm.full_tensor()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return float(norm)
@@ -272,8 +282,10 @@ def train(model, train_data: torch.Tensor, cfg: TrainConfig, out_dir: str | None
           stop_after: int | None = None) -> list[dict]:
     """Train ``model`` on ``train_data``; returns the logged metrics (also in metrics.jsonl).
 
-    ``resume`` continues from ``out_dir/ckpt.pt``. ``stop_after`` ends the run early at
-    that step (as if interrupted), leaving a checkpoint to resume from.
+    ``resume`` continues from ``out_dir/ckpt.pt`` (``out_dir/ckpt/``, sharded, for
+    ``cfg.parallel == "fsdp"``). ``stop_after`` ends the run early at that step (as if
+    interrupted), leaving a checkpoint to resume from. With FSDP over several processes
+    ``model`` is sharded in place; ``distributed.full_state(model)`` gathers it back.
     """
     for what, data in (("train_data", train_data), ("val_data", val_data)):
         if data is not None:
@@ -282,10 +294,17 @@ def train(model, train_data: torch.Tensor, cfg: TrainConfig, out_dir: str | None
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must divide over {world} processes")
     model.to(device).train()
+    fsdp = cfg.parallel == "fsdp"
+    if fsdp and world > 1:
+        shard(model)                                   # before the optimiser sees the params
     optimizer = make_optimizer(model, cfg)
     start = 0
-    ckpt_path = os.path.join(out_dir, "ckpt.pt") if out_dir else None
-    if resume:
+    ckpt_path = os.path.join(out_dir, "ckpt" if fsdp else "ckpt.pt") if out_dir else None
+    if resume and fsdp:
+        if not ckpt_path or not os.path.exists(os.path.join(ckpt_path, ".metadata")):
+            raise FileNotFoundError(f"--resume: no sharded checkpoint at {ckpt_path}")
+        start = load_sharded(model, optimizer, ckpt_path)
+    elif resume:
         if not ckpt_path or not os.path.exists(ckpt_path):
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
         state = read_torch(ckpt_path)                  # a clear error if truncated
@@ -293,7 +312,7 @@ def train(model, train_data: torch.Tensor, cfg: TrainConfig, out_dir: str | None
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         start = state["step"]
-    net = DistributedDataParallel(model) if world > 1 else model
+    net = DistributedDataParallel(model) if world > 1 and not fsdp else model
     if cfg.compile:
         net = torch.compile(net)
     per_rank = cfg.batch_size // world
@@ -314,7 +333,10 @@ def train(model, train_data: torch.Tensor, cfg: TrainConfig, out_dir: str | None
             mine = slice(rank * per_rank, (rank + 1) * per_rank)      # this process's rows
             x, y = x[mine], y[mine]
             sync = micro == cfg.grad_accum - 1 or world == 1
-            with (contextlib.nullcontext() if sync else net.no_sync()), _autocast(device):
+            if fsdp and world > 1:                # FSDP: reduce-scatter on the last only
+                model.set_requires_gradient_sync(sync)
+            no_sync = net.no_sync() if not sync and not fsdp else contextlib.nullcontext()
+            with no_sync, _autocast(device):
                 _, loss = net(x.to(device), y.to(device))
                 (loss / cfg.grad_accum).backward()
             total += loss.item() / cfg.grad_accum
@@ -338,8 +360,10 @@ def train(model, train_data: torch.Tensor, cfg: TrainConfig, out_dir: str | None
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{total:.3f}")
-        if rank == 0 and ckpt_path and ((cfg.ckpt_every and done % cfg.ckpt_every == 0)
-                                        or done == end):
+        due = ckpt_path and ((cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == end)
+        if due and fsdp:                               # every rank writes its pieces
+            save_sharded(model, optimizer, ckpt_path, done, asdict(cfg))
+        elif due and rank == 0:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "rng": torch.get_rng_state(), "step": done, "train_config": asdict(cfg)}
             with atomic_file(ckpt_path) as tmp:
