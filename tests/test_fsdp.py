@@ -5,6 +5,7 @@ One torchrun launch runs this file as a script (``python -m torch.distributed.ru
   * trains the tiny model 4 steps, sharded, into OUT/full (sharded checkpoint OUT/full/ckpt),
   * trains 2 steps into OUT/cut (as if killed there), copies that checkpoint to OUT/one,
     then resumes OUT/cut on the same 2 processes to the end,
+  * resumes OUT/from1, which one process (no process group) wrote at step 2,
 and rank 0 saves losses, the share of values each rank held and the gathered weights
 to OUT/fsdp.pt. The tests then compare with one process: plain training, a resume of
 OUT/one, and the conversion of OUT/full/ckpt to a single-file checkpoint.
@@ -63,6 +64,9 @@ def worker(out: Path):
     resumed = fresh_model()
     log = train(resumed, data(), TRAIN, out_dir=str(out / "cut"), resume=True)
     result.update(resumed_losses=losses(log), resumed_state=full_state(resumed))
+    from1 = fresh_model()
+    log = train(from1, data(), TRAIN, out_dir=str(out / "from1"), resume=True)
+    result.update(from1_losses=losses(log), from1_state=full_state(from1))
     fractions = [None] * 2
     torch.distributed.all_gather_object(fractions, result["fraction"])
     if rank == 0:
@@ -79,6 +83,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def fsdp_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("fsdp")
+    train(fresh_model(), data(), TRAIN, out_dir=str(out / "from1"), stop_after=2)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
@@ -131,6 +136,14 @@ def test_resume_on_two_processes(fsdp_run):
         assert abs(a - b) < 1e-6
     for name, p in run["state"].items():
         torch.testing.assert_close(run["resumed_state"][name], p, rtol=0, atol=1e-6, msg=name)
+
+
+def test_resume_written_by_one_process_on_two(fsdp_run):
+    _, run = fsdp_run
+    for a, b in zip(run["losses"][2:], run["from1_losses"], strict=True):
+        assert abs(a - b) < LOSS_TOL
+    for name, p in run["state"].items():
+        torch.testing.assert_close(run["from1_state"][name], p, rtol=0, atol=WEIGHT_TOL, msg=name)
 
 
 def test_resume_on_one_process(fsdp_run, single):
