@@ -1,6 +1,9 @@
 """Our LLaMA vs transformers' LlamaForCausalLM: same weights, same config, same CPU.
 
     python benchmarks/bench_model.py [--config base] [--steps 10] [--new-tokens 200]
+                                     [--device cuda]
+
+``--device cuda`` runs both sides on the GPU (float32 weights; timings synchronise).
 
 Measures (one run; the two sides alternate for --rounds rounds and each keeps its best
 round, so a busy moment on the machine does not decide the ratio):
@@ -26,11 +29,18 @@ import minillama
 from minillama import CONFIGS, Llama
 
 
+def sync():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def train_tokens_per_s(step, batch, seq, steps):
     step()                                     # warm-up (allocations, lazy init)
+    sync()
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
+    sync()
     return batch * seq * steps / (time.perf_counter() - t0)
 
 
@@ -66,9 +76,12 @@ def main():
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--rounds", type=int, default=3,
                     help="alternating rounds per side; the best round of each is reported")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument("--profile", action="store_true",
                     help="also bound the reachable ratios by the share of shared kernels")
     args = ap.parse_args()
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: CUDA is not available")
     torch.set_num_threads(args.threads)
     from transformers import LlamaForCausalLM
 
@@ -78,12 +91,13 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         minillama.save(ours, d, format="hf")
         theirs = LlamaForCausalLM.from_pretrained(d, torch_dtype=torch.float32)
+    ours, theirs = ours.to(args.device), theirs.to(args.device)
     n_params = sum(p.numel() for p in ours.parameters())
     print(f"config {args.config}: {n_params:,} parameters, batch {args.batch} x seq {args.seq}, "
-          f"{args.threads} threads, torch {torch.__version__}")
+          f"{args.device}, {args.threads} threads, torch {torch.__version__}")
 
-    x = torch.randint(0, cfg.vocab_size, (args.batch, args.seq))
-    y = torch.randint(0, cfg.vocab_size, (args.batch, args.seq))
+    x = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), device=args.device)
+    y = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), device=args.device)
     with torch.no_grad():
         diff = (ours.eval()(x[:1]) - theirs.eval()(x[:1]).logits).abs().max().item()
     print(f"max |logit difference| before timing: {diff:.2e}")
@@ -118,7 +132,7 @@ def main():
     theirs.load_state_dict(start_t)
     ours.eval()
     theirs.eval()
-    prompt = torch.randint(0, cfg.vocab_size, (1, 16))
+    prompt = torch.randint(0, cfg.vocab_size, (1, 16), device=args.device)
     n = args.new_tokens
 
     def decode_ours():
@@ -133,8 +147,10 @@ def main():
     for _ in range(args.rounds):
         for name, fn in (("minillama", decode_ours), ("transformers", decode_theirs)):
             fn()
+            sync()
             t0 = time.perf_counter()
             out = fn()
+            sync()
             decode[name] = max(decode[name], out.shape[-1] / (time.perf_counter() - t0))
     same = torch.equal(decode_ours()[0], decode_theirs()[0])
     print(f"\n{'':14s} {'train tok/s':>12s} {'decode tok/s':>13s}")

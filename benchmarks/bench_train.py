@@ -1,6 +1,11 @@
 """Training throughput of a recipe and its model-FLOP utilisation (MFU) on this machine.
 
     python benchmarks/bench_train.py [--recipe stories] [--steps 20] [--threads N]
+                                     [--device cuda] [--dim 768 --n-layers 12] [--batch-size 32]
+
+``--dim``/``--n-layers`` grow the recipe's model (heads of 64 dimensions) to measure at a
+GPU-sized scale, e.g. ``--dim 768 --n-layers 12`` (~90M parameters); ``--batch-size``
+overrides the recipe's batch.
 
 A transformer's training step costs about 6 * N FLOPs per token (2 forward, 4 backward;
 Kaplan et al., arXiv 2001.08361), plus attention's 12 * L * T * D per token (PaLM's
@@ -9,6 +14,7 @@ accounting, arXiv 2204.02311). MFU = achieved model FLOP/s / peak FLOP/s, with t
 """
 
 import argparse
+import dataclasses
 import time
 
 import torch
@@ -38,15 +44,31 @@ def main():
     ap.add_argument("--recipe", default="stories")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--device", default=None,
+                    help="cpu or cuda (default: cuda when available, else cpu)")
+    ap.add_argument("--dim", type=int, default=None, help="model width (default: the recipe's)")
+    ap.add_argument("--n-layers", type=int, default=None,
+                    help="number of blocks (default: the recipe's)")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="sequences per step (default: the recipe's)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device {device}: CUDA is not available")
+    device = torch.device(device).type          # the timing code below compares with "cuda"
     recipe = get_recipe(args.recipe)
     _, data, _ = build_data(recipe)
-    torch.manual_seed(0)
-    model = Llama(recipe.model).to(device)
-    opt = make_optimizer(model, recipe.train)
     c, t = recipe.model, recipe.train
+    if args.dim or args.n_layers:
+        dim = args.dim or c.dim
+        c = c.replace(dim=dim, n_layers=args.n_layers or c.n_layers, n_heads=dim // 64,
+                      n_kv_heads=dim // 64)
+    if args.batch_size:
+        t = dataclasses.replace(t, batch_size=args.batch_size)
+    torch.manual_seed(0)
+    model = Llama(c).to(device)
+    opt = make_optimizer(model, t)
     n = sum(p.numel() for p in model.parameters())
     flops_per_token = 6 * n + 12 * c.n_layers * t.seq_len * c.dim
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else None
@@ -72,9 +94,11 @@ def main():
     if device == "cuda":
         torch.cuda.synchronize()
     tok_s = args.steps * t.batch_size * t.seq_len / (time.perf_counter() - t0)
-    peak = matmul_peak(device, torch.bfloat16 if device == "cuda" else torch.float32)
+    peak = (matmul_peak(device, torch.bfloat16, n=8192) if device == "cuda" else
+            matmul_peak(device, torch.float32))        # a GPU needs big matmuls to peak
     achieved = tok_s * flops_per_token
-    print(f"recipe {recipe.name}: {n:,} parameters, batch {t.batch_size} x {t.seq_len}, "
+    print(f"recipe {recipe.name} (dim {c.dim}, {c.n_layers} layers): {n:,} parameters, "
+          f"batch {t.batch_size} x {t.seq_len}, "
           f"{device}, {args.threads} threads, torch {torch.__version__}")
     print(f"training: {tok_s:,.0f} tokens/s = {achieved / 1e9:.2f} GFLOP/s of model FLOPs")
     print(f"measured matmul peak: {peak / 1e9:.1f} GFLOP/s -> MFU {achieved / peak:.1%}")

@@ -10,6 +10,12 @@ To grade a new chapter, put its answers in ``solutions/chNN_<name>.py`` between
 ``# BEGIN SOLUTION`` / ``# END SOLUTION`` markers, run ``make exercises``, and write
 ``tests/test_exercises_chNN.py`` whose ``test_chNN_...`` functions load it with
 ``impl("chNN_<name>")``; ``minillama.course.grade("chNN")`` runs that file.
+
+``--device`` (``cpu``, the default, or ``cuda``, ``cuda:1``, ...) is where the
+device-agnostic tests of the core (model, HF parity, PEFT, NF4/QLoRA, training) put their
+models and inputs, through the ``device`` fixture. Tests whose reference only exists on
+the CPU say so and skip on another device. ``--device cuda`` on a machine without CUDA
+stops at once with a clear message.
 """
 
 import importlib.util
@@ -21,12 +27,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 IMPL_DIR = pytest.StashKey[Path]()
+DEVICE = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser):
     parser.addoption("--impl", default="solutions", metavar="DIR",
                      help="folder whose chapter files the exercise graders import: "
                           "solutions (default), exercises, or a path to your own copy")
+    parser.addoption("--device", default="cpu", metavar="DEVICE",
+                     help="torch device for the device-agnostic core tests: cpu (default), "
+                          "cuda, cuda:N")
 
 
 def _impl_dir(choice: str) -> Path:
@@ -49,8 +59,39 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def _check_device(choice: str) -> str:
+    import torch
+    try:
+        device = torch.device(choice)
+    except (RuntimeError, ValueError) as e:
+        raise pytest.UsageError(f"--device={choice}: not a torch device ({e})") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise pytest.UsageError(
+                f"--device={choice}: CUDA is not available here (torch {torch.__version__}, "
+                f"built with CUDA {torch.version.cuda}; torch.cuda.is_available() is False)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise pytest.UsageError(f"--device={choice}: only {torch.cuda.device_count()} "
+                                    f"CUDA device(s) here")
+    elif device.type != "cpu":
+        raise pytest.UsageError(f"--device={choice}: only cpu and cuda are supported")
+    return str(device)
+
+
 def pytest_configure(config):
     config.stash[IMPL_DIR] = _impl_dir(config.getoption("--impl"))   # bad --impl: stop now
+    config.stash[DEVICE] = _check_device(config.getoption("--device"))  # and a bad --device
+
+
+def pytest_report_header(config):
+    return f"device: {config.stash[DEVICE]} (--device)"
+
+
+@pytest.fixture(scope="session")
+def device(request) -> str:
+    """The ``--device`` of this run, e.g. ``"cpu"`` or ``"cuda"``."""
+    return request.config.stash[DEVICE]
+
 
 
 def load_module_from(path: Path, module_name: str):

@@ -73,23 +73,25 @@ def hf_load(path):
         path, dtype=torch.float32, attn_implementation="eager").eval()
 
 
-def max_diff(ours, hf, x):
+def max_diff(ours, hf, x, device="cpu"):
+    """Largest logit difference, both models and the tokens on ``device`` (--device)."""
+    ours, hf, x = ours.to(device), hf.to(device), x.to(device)
     with torch.no_grad():
         return (ours(x) - hf(x).logits).abs().max().item()
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_our_export_matches_transformers(case, tmp_path):
+def test_our_export_matches_transformers(case, tmp_path, device):
     kv, tied, llama3 = CASES[case]
     model = randomise(minillama.Llama(our_config(kv, tied, llama3)))
     minillama.save(model, tmp_path / "hf", format="hf")
     hf = hf_load(tmp_path / "hf")
     assert hf.config.tie_word_embeddings == tied
-    assert max_diff(model, hf, tokens()) <= 1e-5
+    assert max_diff(model, hf, tokens(), device) <= 1e-5
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_transformers_model_loads_into_ours(case, tmp_path):
+def test_transformers_model_loads_into_ours(case, tmp_path, device):
     kv, tied, llama3 = CASES[case]
     hf = randomise(transformers.LlamaForCausalLM(hf_config(kv, tied, llama3)))
     hf.save_pretrained(tmp_path)
@@ -98,7 +100,7 @@ def test_transformers_model_loads_into_ours(case, tmp_path):
     assert (c.n_kv_heads, c.tie_embeddings, c.ffn_dim) == (kv, tied, 96)
     assert c.rope_scaling == (SCALING if llama3 else None)
     assert not model.training and model.output.weight.dtype == torch.float32
-    assert max_diff(model, hf, tokens()) <= 1e-5
+    assert max_diff(model, hf, tokens(), device) <= 1e-5
 
 
 def test_llama3_scaling_changes_the_logits_at_these_lengths():
@@ -189,18 +191,18 @@ def test_transformers4_style_config_is_read(style, tmp_path):
         assert (back(tokens()) - model(tokens())).abs().max() <= 1e-5
 
 
-def test_sharded_safetensors_and_pytorch_bin(tmp_path):
+def test_sharded_safetensors_and_pytorch_bin(tmp_path, device):
     hf = randomise(transformers.LlamaForCausalLM(hf_config(2, False, False)))
     hf.save_pretrained(tmp_path / "sharded", max_shard_size="100KB")
     assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
-    assert max_diff(minillama.load(tmp_path / "sharded"), hf, tokens()) <= 1e-5
+    assert max_diff(minillama.load(tmp_path / "sharded"), hf, tokens(), device) <= 1e-5
     (tmp_path / "bin").mkdir()
     hf.config.save_pretrained(tmp_path / "bin")
-    torch.save(hf.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
-    assert max_diff(minillama.load(tmp_path / "bin"), hf, tokens()) <= 1e-5
+    torch.save(hf.cpu().state_dict(), tmp_path / "bin" / "pytorch_model.bin")
+    assert max_diff(minillama.load(tmp_path / "bin"), hf, tokens(), device) <= 1e-5
 
 
-def test_missing_lm_head_falls_back_to_tied(tmp_path):
+def test_missing_lm_head_falls_back_to_tied(tmp_path, device):
     hf = randomise(transformers.LlamaForCausalLM(hf_config(2, True, False)))
     hf.save_pretrained(tmp_path)
     d = json.loads((tmp_path / "config.json").read_text())
@@ -209,7 +211,7 @@ def test_missing_lm_head_falls_back_to_tied(tmp_path):
     assert "lm_head.weight" not in load_file(tmp_path / "model.safetensors")
     model = minillama.load(tmp_path)
     assert model.cfg.tie_embeddings and model.output.weight is model.tok_embeddings.weight
-    assert max_diff(model, hf, tokens()) <= 1e-5
+    assert max_diff(model, hf, tokens(), device) <= 1e-5
 
 
 def test_hf_shape_errors_use_transformers_names(tmp_path):

@@ -102,9 +102,9 @@ def test_unknown_model_name():
         count_parameters("llama9-1t")
 
 
-def test_sdpa_and_explicit_paths_agree():
-    model = randomise(Llama(tiny()), 1).eval()
-    x = torch.randint(0, 64, (2, 17))
+def test_sdpa_and_explicit_paths_agree(device):
+    model = randomise(Llama(tiny()), 1).eval().to(device)
+    x = torch.randint(0, 64, (2, 17)).to(device)
     fast = model(x)
     for layer in model.layers:
         layer.attention.use_sdpa = False
@@ -131,7 +131,7 @@ def test_repeat_kv_shares_each_head_with_its_group():
 
 
 @pytest.mark.parametrize("n_kv_heads", [4, 2, 1])  # MHA, GQA, MQA
-def test_gqa_equals_mha_with_duplicated_heads(n_kv_heads):
+def test_gqa_equals_mha_with_duplicated_heads(n_kv_heads, device):
     """A GQA model is an MHA model whose k/v heads are copies within each group."""
     gqa = randomise(Llama(tiny(n_kv_heads=n_kv_heads)), 2).eval()
     mha = Llama(tiny(n_kv_heads=4)).eval()
@@ -142,7 +142,8 @@ def test_gqa_equals_mha_with_duplicated_heads(n_kv_heads):
             w = sd[key].view(n_kv_heads, -1, sd[key].shape[1])
             sd[key] = w.repeat_interleave(rep, dim=0).reshape(-1, w.shape[-1])
     mha.load_state_dict(sd)
-    x = torch.randint(0, 64, (1, 12))
+    gqa, mha = gqa.to(device), mha.to(device)
+    x = torch.randint(0, 64, (1, 12)).to(device)
     torch.testing.assert_close(gqa(x), mha(x), atol=1e-5, rtol=0)
 
 
@@ -191,9 +192,9 @@ def test_apply_rotary_emb_rejects_mismatched_table():
         apply_rotary_emb(torch.randn(1, 1, 5, 8), precompute_freqs_cis(8, 4))
 
 
-def test_kv_cache_matches_full_recompute():
-    model = randomise(Llama(tiny()), 3).eval()
-    x = torch.randint(0, 64, (2, 20))
+def test_kv_cache_matches_full_recompute(device):
+    model = randomise(Llama(tiny()), 3).eval().to(device)
+    x = torch.randint(0, 64, (2, 20)).to(device)
     full = model(x)
     cache = model.make_cache(2)
     pieces, pos = [], 0
@@ -203,21 +204,21 @@ def test_kv_cache_matches_full_recompute():
     torch.testing.assert_close(torch.cat(pieces, 1), full, atol=1e-5, rtol=0)
 
 
-def test_cache_overflow_and_bad_inputs_are_clear():
-    model = Llama(tiny(max_seq_len=16)).eval()
+def test_cache_overflow_and_bad_inputs_are_clear(device):
+    model = Llama(tiny(max_seq_len=16)).eval().to(device)
     with pytest.raises(ValueError, match="max_seq_len"):
-        model(torch.zeros(1, 17, dtype=torch.long))
+        model(torch.zeros(1, 17, dtype=torch.long, device=device))
     with pytest.raises(ValueError, match="batch, seq"):
-        model(torch.zeros(17, dtype=torch.long))
+        model(torch.zeros(17, dtype=torch.long, device=device))
     cache = model.make_cache(1, 4)
     with pytest.raises(ValueError, match="KV cache holds 4"):
-        model(torch.zeros(1, 5, dtype=torch.long), cache=cache)
+        model(torch.zeros(1, 5, dtype=torch.long, device=device), cache=cache)
 
 
-def test_loss_is_cross_entropy_and_ignores_minus_100():
-    model = randomise(Llama(tiny()), 4)
-    x = torch.randint(0, 64, (2, 9))
-    y = torch.randint(0, 64, (2, 9))
+def test_loss_is_cross_entropy_and_ignores_minus_100(device):
+    model = randomise(Llama(tiny()), 4).to(device)
+    x = torch.randint(0, 64, (2, 9)).to(device)
+    y = torch.randint(0, 64, (2, 9)).to(device)
     logits, loss = model(x, y)
     manual = torch.nn.functional.cross_entropy(logits.reshape(-1, 64), y.reshape(-1))
     torch.testing.assert_close(loss, manual)
@@ -234,9 +235,9 @@ def test_tied_head_shares_the_embedding():
     assert count_parameters(tiny(tie_embeddings=True)) == count_parameters(tiny()) - 64 * 32
 
 
-def test_greedy_generation_same_with_and_without_cache():
-    model = randomise(Llama(tiny()), 5)
-    prompt = torch.tensor([3, 1, 4, 1, 5])
+def test_greedy_generation_same_with_and_without_cache(device):
+    model = randomise(Llama(tiny()), 5).to(device)
+    prompt = torch.tensor([3, 1, 4, 1, 5], device=device)
     a = model.generate(prompt, 25)
     b = model.generate(prompt, 25, use_cache=False)
     assert a.dtype == torch.long and a.shape == (25,)
@@ -244,9 +245,9 @@ def test_greedy_generation_same_with_and_without_cache():
     assert model.training, "generate must restore the training flag"
 
 
-def test_seeded_sampling_is_reproducible_and_cache_independent():
-    model = randomise(Llama(tiny()), 6)
-    prompt = torch.randint(0, 64, (3, 4))
+def test_seeded_sampling_is_reproducible_and_cache_independent(device):
+    model = randomise(Llama(tiny()), 6).to(device)
+    prompt = torch.randint(0, 64, (3, 4)).to(device)
     kw = dict(temperature=1.0, top_k=20, top_p=0.9, seed=123)
     a = model.generate(prompt, 20, **kw)
     assert torch.equal(a, model.generate(prompt, 20, **kw))
@@ -254,9 +255,9 @@ def test_seeded_sampling_is_reproducible_and_cache_independent():
     assert not torch.equal(a, model.generate(prompt, 20, **{**kw, "seed": 124}))
 
 
-def test_stop_tokens_end_generation_and_pad_finished_rows():
-    model = randomise(Llama(tiny()), 7)
-    prompt = torch.tensor([[1, 2], [3, 4]])
+def test_stop_tokens_end_generation_and_pad_finished_rows(device):
+    model = randomise(Llama(tiny()), 7).to(device)
+    prompt = torch.tensor([[1, 2], [3, 4]], device=device)
     free = model.generate(prompt, 12)
     stop = int(free[0, 2])
     out = model.generate(prompt, 12, stop_tokens=[stop])
@@ -280,25 +281,27 @@ def test_top_k_and_top_p_filters():
     assert draws == [0] * 20
 
 
-def test_generation_rejects_bad_arguments():
-    model = Llama(tiny())
+def test_generation_rejects_bad_arguments(device):
+    model = Llama(tiny()).to(device)
+    one = torch.tensor([1], device=device)
     with pytest.raises(ValueError, match="top_p"):
-        model.generate(torch.tensor([1]), 3, temperature=1.0, top_p=1.5)
+        model.generate(one, 3, temperature=1.0, top_p=1.5)
     with pytest.raises(ValueError, match="temperature"):
-        model.generate(torch.tensor([1]), 3, temperature=-1.0)
+        model.generate(one, 3, temperature=-1.0)
     with pytest.raises(ValueError, match="max_seq_len"):
-        model.generate(torch.tensor([1]), 64)
+        model.generate(one, 64)
     with pytest.raises(ValueError, match="prompt token"):
-        model.generate(torch.tensor([], dtype=torch.long), 3)
+        model.generate(torch.tensor([], dtype=torch.long, device=device), 3)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_rmsnorm_equals_the_formula_written_out(dtype):
+def test_rmsnorm_equals_the_formula_written_out(dtype, device):
     torch.manual_seed(0)
-    x = (torch.randn(3, 5, 16) * 4).to(dtype)
+    x = (torch.randn(3, 5, 16) * 4).to(dtype).to(device)
     norm = RMSNorm(16, eps=1e-5)
     with torch.no_grad():
         norm.weight.copy_(torch.rand(16) + 0.5)
+    norm = norm.to(device)
     xf = x.float()                                  # Meta's order: stats in fp32, cast, gain
     expected = (xf / torch.sqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-5)).to(dtype) * norm.weight
     torch.testing.assert_close(norm(x), expected, rtol=1e-6, atol=1e-6)

@@ -15,6 +15,11 @@ and (4, 32), (6, 96), (7, 48) at block size 64 were wrong too. The tests therefo
 compare every shape with bitsandbytes' pure-torch dequantize, and with its C++ kernel
 only where each row holds whole blocks (a flat tensor, or a last dimension that is a
 multiple of the block size), where both paths agree on any machine.
+
+With ``--device cuda`` the bit-exact tests quantise on the GPU with both libraries:
+bitsandbytes' CUDA kernels against our torch code run on CUDA, and its CUDA dequantize
+(sound for every shape) is checked beside its pure-torch path. The tables are compared
+on the CPU, where they are built.
 """
 
 import math
@@ -51,12 +56,14 @@ def bnb_torch_dequantize(packed, absmax, blocksize, shape, dtype):
     """bitsandbytes' pure-torch 4-bit dequantize, without torch.compile."""
     f = bnb_default_ops._dequantize_4bit_compute
     f = getattr(f, "__wrapped__", f)
-    code = bnbF.get_4bit_type("nf4", device="cpu")
+    code = bnbF.get_4bit_type("nf4", device=packed.device)
     return f(packed.reshape(-1), absmax, code, blocksize, shape, dtype)
 
 
-def compare_with_bnb(x, blocksize=64, double_quant=True):
-    """Quantise and dequantise ``x`` with both libraries; every field must match in bits."""
+def compare_with_bnb(x, blocksize=64, double_quant=True, device="cpu"):
+    """Quantise and dequantise ``x`` with both libraries on ``device``; every field must
+    match in bits."""
+    x = x.to(device)
     ref_packed, ref = bnbF.quantize_4bit(x, blocksize=blocksize, quant_type="nf4",
                                          compress_statistics=double_quant)
     packed, state = N.quantize(x, blocksize, double_quant)
@@ -75,9 +82,11 @@ def compare_with_bnb(x, blocksize=64, double_quant=True):
     assert ours.shape == x.shape and ours.dtype == x.dtype
     torch_path = bnb_torch_dequantize(ref_packed, ref_scales, blocksize, x.shape, x.dtype)
     assert_same_bits(ours, torch_path.reshape(x.shape), "dequantised (bnb torch path)")
-    if x.dim() == 1 or x.shape[-1] % blocksize == 0:     # rows of whole blocks: C++ kernel sound
-        cpp = bnbF.dequantize_4bit(ref_packed, ref, quant_type="nf4")
-        assert_same_bits(ours, cpp.reshape(x.shape), "dequantised (bnb C++ kernel)")
+    # rows of whole blocks: C++ kernel sound; bnb's CUDA kernel is sound for every shape
+    if x.device.type == "cuda" or x.dim() == 1 or x.shape[-1] % blocksize == 0:
+        kernel = bnbF.dequantize_4bit(ref_packed, ref, quant_type="nf4")
+        assert_same_bits(ours, kernel.reshape(x.shape),
+                         f"dequantised (bnb {x.device.type} kernel)")
     return packed, state
 
 
@@ -126,64 +135,65 @@ SHAPES = [(64 * 5,), (1000,), (1,), (63,), (65,), (3, 100), (7, 33), (2, 3, 64),
 @pytest.mark.parametrize("double_quant", [False, True], ids=["plain", "double"])
 @pytest.mark.parametrize("dtype", FLOATS, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_bit_exact_with_bitsandbytes(shape, dtype, double_quant):
+def test_bit_exact_with_bitsandbytes(shape, dtype, double_quant, device):
     g = torch.Generator().manual_seed(math.prod(shape))
     x = (torch.randn(shape, generator=g) * 0.05).to(dtype)
-    packed, state = compare_with_bnb(x, 64, double_quant)
+    packed, state = compare_with_bnb(x, 64, double_quant, device)
     assert packed.numel() == (x.numel() + 1) // 2
 
 
 @pytest.mark.parametrize("blocksize", [32, 128, 256, 4096])
-def test_bit_exact_other_blocksizes(blocksize):
+def test_bit_exact_other_blocksizes(blocksize, device):
     g = torch.Generator().manual_seed(blocksize)
     for double_quant in (False, True):
-        compare_with_bnb(torch.randn(37, 128, generator=g), blocksize, double_quant)
+        compare_with_bnb(torch.randn(37, 128, generator=g), blocksize, double_quant, device)
 
 
 @pytest.mark.parametrize("dtype", FLOATS, ids=str)
-def test_all_zero_blocks(dtype):
+def test_all_zero_blocks(dtype, device):
     x = torch.randn(64 * 4 + 10)
     x[64:128] = 0                                     # a full block of zeros
     x[256:] = 0                                       # the partial last block
     x = x.to(dtype)
     for double_quant in (False, True):
-        packed, state = compare_with_bnb(x, 64, double_quant)
+        packed, state = compare_with_bnb(x, 64, double_quant, device)
         assert (packed[32:64] == 0x77).all()          # zero is code 7
         if not double_quant:
             assert state.absmax[1] == 0 and state.absmax[-1].item() == pytest.approx(1e-38)
         assert (N.dequantize(packed, state)[256:] == 0).all()
 
 
-def test_exact_midpoint_ties():
+def test_exact_midpoint_ties(device):
     """s exactly on (c_j + c_{j+1}) / 2 takes the lower code, the next float up the upper."""
     mids = N.nf4_midpoints()
     up = torch.nextafter(mids, torch.tensor(2.0))
     row = torch.cat([torch.ones(1), mids, up, torch.zeros(64 - 31)])     # absmax 1: s == x
     for scale in (1.0, 2.0, 0.25):                                       # powers of 2: exact
         x = torch.cat([row, row[:40]]) * scale        # a full block, then a partial one
-        packed, state = compare_with_bnb(x, 64, double_quant=False)
-        codes = N.unpack_nibbles(packed, x.numel()).long()
+        packed, state = compare_with_bnb(x, 64, double_quant=False, device=device)
+        codes = N.unpack_nibbles(packed, x.numel()).long().cpu()
         assert torch.equal(codes[1:16], torch.arange(15))
         assert torch.equal(codes[16:31], torch.arange(1, 16))
         assert torch.equal(codes[65:80], torch.arange(15))              # partial block too
-        compare_with_bnb(x, 64, double_quant=True)
+        compare_with_bnb(x, 64, double_quant=True, device=device)
 
 
-def test_random_bit_exact_sweep():
+def test_random_bit_exact_sweep(device):
     """Many lengths and magnitudes at once (partial blocks, odd lengths, tiny and big values)."""
     for trial in range(30):
         g = torch.Generator().manual_seed(1000 + trial)
         n = int(torch.randint(1, 3000, (1,), generator=g))
         scale = 10.0 ** int(torch.randint(-6, 4, (1,), generator=g))
         x = (torch.randn(n, generator=g) * scale).to(FLOATS[trial % 3])
-        compare_with_bnb(x, 64, double_quant=trial % 2 == 0)
+        compare_with_bnb(x, 64, double_quant=trial % 2 == 0, device=device)
 
 
 @pytest.mark.parametrize("dtype", FLOATS, ids=str)
-def test_non_contiguous_input_is_read_row_major(dtype):
-    x = torch.randn(96, 130, generator=torch.Generator().manual_seed(7)).to(dtype).t()
+def test_non_contiguous_input_is_read_row_major(dtype, device):
+    x = torch.randn(96, 130, generator=torch.Generator().manual_seed(7)).to(dtype)
+    x = x.to(device).t()
     assert not x.is_contiguous()
-    compare_with_bnb(x, 64, double_quant=True)
+    compare_with_bnb(x, 64, double_quant=True, device=device)
 
 
 def test_bnb_cpp_dequantize_on_row_shapes_we_checked():

@@ -132,7 +132,7 @@ def test_methods_do_not_stack():
 
 # ----------------------------------------------------------------------------- training
 @pytest.mark.parametrize("method", SMALL)
-def test_only_the_method_trains(method):
+def test_only_the_method_trains(method, device):
     base = base_model()
     base_names = dict(base.named_parameters())
     model = P.apply(copy.deepcopy(base), method, **SMALL[method])
@@ -146,8 +146,8 @@ def test_only_the_method_trains(method):
     opened = sorted(n for n in trainable if n in base_names)
     assert opened == ([] if method != "adapter_v2" else
                       sorted(n for n in base_names if "norm" in n))    # V2 opens the norms
-    train_a_little(model)
-    model(tokens(), tokens(2))[1].backward()
+    train_a_little(model).to(device)
+    model(tokens().to(device), tokens(2).to(device))[1].backward()
     for n, p in model.named_parameters():
         assert (p.grad is not None) == p.requires_grad, n
 
@@ -183,10 +183,10 @@ def test_rslora_scale():
 
 
 # ----------------------------------------------------------------------------- merging
-def test_lora_merge_equals_unmerged_and_unmerge_restores_the_weights():
-    model = train_a_little(P.apply(base_model(), "lora", **SMALL["lora"]), scale=0.1)
+def test_lora_merge_equals_unmerged_and_unmerge_restores_the_weights(device):
+    model = train_a_little(P.apply(base_model(), "lora", **SMALL["lora"]), scale=0.1).to(device)
     before = {n: p.clone() for n, p in model.named_parameters()}
-    x = tokens()
+    x = tokens().to(device)
     unmerged = logits(model, x)
     P.merge(model)
     P.merge(model)                                   # a second merge changes nothing
@@ -233,21 +233,22 @@ def test_unmergeable_methods_say_why(method, why):
 
 
 # ----------------------------------------------------------------------------- KV cache
-def with_visual(method, visual):
+def with_visual(method, visual, device="cpu"):
     model = P.apply(base_model(), method, **SMALL[method], **(
         dict(visual_dim=6) if visual else {}))
-    train_a_little(model)
+    train_a_little(model).to(device)
     if visual:
         n = SMALL[method]["prompt_len"]
-        P.set_visual(model, torch.randn(2, n, 6, generator=torch.Generator().manual_seed(3)))
+        P.set_visual(model, torch.randn(2, n, 6, generator=torch.Generator().manual_seed(3))
+                     .to(device))
     return model
 
 
 @pytest.mark.parametrize("method, visual", [(m, False) for m in SMALL] +
                          [("adapter_v2", True), ("excitor", True)])
-def test_kv_cache_gives_the_same_logits_and_tokens(method, visual):
-    model = with_visual(method, visual)
-    x = tokens(n=10)
+def test_kv_cache_gives_the_same_logits_and_tokens(method, visual, device):
+    model = with_visual(method, visual, device)
+    x = tokens(n=10).to(device)
     full = logits(model, x)
     cache = model.make_cache(2, 10)
     with torch.no_grad():
@@ -395,7 +396,8 @@ def hf_base(model, path):
         path, dtype=torch.float32, attn_implementation="eager").eval()
 
 
-def max_diff(ours, theirs, x):
+def max_diff(ours, theirs, x, device="cpu"):
+    ours, theirs, x = ours.to(device), theirs.to(device), x.to(device)
     with torch.no_grad():
         return (ours(x) - theirs(x).logits).abs().max().item()
 
@@ -405,7 +407,7 @@ LORA_CASES = [dict(r=4, alpha=8, targets=["wq", "wv"]),
 
 
 @pytest.mark.parametrize("options", LORA_CASES)
-def test_lora_matches_peft_lora(options, tmp_path):
+def test_lora_matches_peft_lora(options, tmp_path, device):
     base = base_model()
     hf = hf_base(base, tmp_path / "hf")
     ours = train_a_little(P.apply(base, "lora", **options))
@@ -423,7 +425,7 @@ def test_lora_matches_peft_lora(options, tmp_path):
                 B = meta_to_hf_permute(m.lora_B, heads[t]) if t in heads else m.lora_B
                 hf_m.lora_A["default"].weight.copy_(m.lora_A)
                 hf_m.lora_B["default"].weight.copy_(B)
-    assert max_diff(ours, theirs, tokens()) <= 1e-5
+    assert max_diff(ours, theirs, tokens(), device) <= 1e-5
 
 
 @pytest.mark.parametrize("options", LORA_CASES)

@@ -41,14 +41,14 @@ def randomise_lora(model, seed=2):
 
 
 # ----------------------------------------------------------------------------- Linear4bit
-def test_linear4bit_forward_is_linear_with_dequantised_weight_and_grads_reach_the_input():
+def test_linear4bit_forward_is_linear_with_dequantised_weight_and_grads_reach_the_input(device):
     torch.manual_seed(0)
-    linear = nn.Linear(192, 96, bias=True)
-    q = Linear4bit.from_linear(linear)
+    linear = nn.Linear(192, 96, bias=True).to(device)
+    q = Linear4bit.from_linear(linear, backend="torch")   # ours on any device; bnb's: below
     w = N.dequantize(q.packed, q.state)
     assert w.shape == (96, 192)
     assert (w - linear.weight).abs().max() < 0.2 * linear.weight.abs().max()
-    x = torch.randn(3, 5, 192, requires_grad=True)
+    x = torch.randn(3, 5, 192).to(device).requires_grad_(True)
     x_ref = x.detach().clone().requires_grad_(True)
     out, ref = q(x), F.linear(x_ref, w, linear.bias.detach())
     assert torch.equal(out, ref)
@@ -80,17 +80,18 @@ def test_bits_per_parameter():
     assert bits == pytest.approx(4 + 8 / 64 + (32 * 2 + 32) / (256 * 128))
 
 
-def test_dtype_casts_keep_the_fp32_scales():
-    q = Linear4bit.from_linear(nn.Linear(64, 64, bias=False), double_quant=True)
+def test_dtype_casts_keep_the_fp32_scales(device):
+    q = Linear4bit.from_linear(nn.Linear(64, 64, bias=False).to(device), double_quant=True)
     scales = q.state.scales().clone()
     q = q.to(torch.bfloat16)
     assert q.nested_absmax.dtype == torch.float32 and q.offset.dtype == torch.float32
     assert torch.equal(q.state.scales(), scales) and q.compute_dtype == torch.bfloat16
-    x = torch.randn(2, 64, dtype=torch.bfloat16)
+    x = torch.randn(2, 64, dtype=torch.bfloat16, device=device)
     assert q(x).dtype == torch.bfloat16
 
 
 def test_bitsandbytes_backend_agrees_with_ours_on_cpu():
+    # CPU reference by design; its last lines check the CUDA path whenever CUDA is present
     pytest.importorskip("bitsandbytes")
     torch.manual_seed(1)
     linear = nn.Linear(128, 64, bias=True)
@@ -107,7 +108,9 @@ def test_bitsandbytes_backend_agrees_with_ours_on_cpu():
             assert torch.allclose(gpu(x.cuda()).cpu(), ours(x), atol=1e-4)
 
 
-def test_matches_bitsandbytes_linear4bit_on_cpu():
+def test_matches_bitsandbytes_linear4bit_on_cpu(device):
+    if device != "cpu":      # scripts/gpu_nf4_check.py does this comparison on CUDA
+        pytest.skip("CPU-only reference: bitsandbytes' generic CPU Linear4bit path")
     bnb = pytest.importorskip("bitsandbytes")
     torch.manual_seed(2)
     linear = nn.Linear(128, 64, bias=False)
@@ -167,8 +170,8 @@ def test_qlora_counts_equal_lora_counts():
         4 * 64 + 2 * 32 + 2 * 64 + 3 * (64 + 192))
 
 
-def test_qlora_forward_equals_lora_on_the_dequantised_weights():
-    qlora = P.apply(small_model(), "qlora", r=4, alpha=8, dropout=0.0)
+def test_qlora_forward_equals_lora_on_the_dequantised_weights(device):
+    qlora = P.apply(small_model().to(device), "qlora", r=4, alpha=8, dropout=0.0)
     randomise_lora(qlora)
     lora = small_model()
     with torch.no_grad():                             # the same base, rounded to NF4 in place
@@ -181,16 +184,17 @@ def test_qlora_forward_equals_lora_on_the_dequantised_weights():
     P.apply(lora, "lora", r=4, alpha=8, targets=SEVEN)
     lora.load_state_dict({k: v for k, v in qlora.state_dict().items() if "lora_" in k},
                          strict=False)
-    x = tokens()
+    lora = lora.to(device)
+    x = tokens().to(device)
     with torch.no_grad():
         assert torch.allclose(qlora(x), lora(x), atol=1e-5)
 
 
-def test_short_qlora_run_lowers_the_loss(one_thread):
-    model = P.apply(small_model(), "qlora", r=8, alpha=16, dropout=0.0).train()
+def test_short_qlora_run_lowers_the_loss(one_thread, device):
+    model = P.apply(small_model().to(device), "qlora", r=8, alpha=16, dropout=0.0).train()
     packed = {k: v.clone() for k, v in model.state_dict().items() if k.endswith("packed")}
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    x = tokens(seed=5, batch=4, n=32)
+    x = tokens(seed=5, batch=4, n=32).to(device)
     losses = []
     for _ in range(30):
         _, loss = model(x[:, :-1], x[:, 1:])
@@ -202,10 +206,10 @@ def test_short_qlora_run_lowers_the_loss(one_thread):
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in packed.items())
 
 
-def test_merge_gives_a_plain_full_precision_model_with_the_same_logits():
-    model = P.apply(small_model(), "qlora", r=4, alpha=8).eval()    # eval: dropout 0.1 off
+def test_merge_gives_a_plain_full_precision_model_with_the_same_logits(device):
+    model = P.apply(small_model().to(device), "qlora", r=4, alpha=8).eval()  # eval: no dropout
     randomise_lora(model)
-    x = tokens()
+    x = tokens().to(device)
     with torch.no_grad():
         before = model(x)
         P.merge(model)
@@ -223,24 +227,24 @@ def test_merge_gives_a_plain_full_precision_model_with_the_same_logits():
         P.disabled(model)
 
 
-def test_disabled_qlora_is_the_quantised_base():
-    base = quantize_model(small_model())
-    model = P.apply(small_model(), "qlora", r=4).eval()
+def test_disabled_qlora_is_the_quantised_base(device):
+    base = quantize_model(small_model().to(device))
+    model = P.apply(small_model().to(device), "qlora", r=4).eval()
     randomise_lora(model)
-    x = tokens()
+    x = tokens().to(device)
     with torch.no_grad(), P.disabled(model):
         assert torch.equal(model(x), base(x))
 
 
-def test_save_and_load_qlora_adapter(tmp_path):
-    model = P.apply(small_model(), "qlora", r=4, alpha=8, blocksize=128,
+def test_save_and_load_qlora_adapter(tmp_path, device):
+    model = P.apply(small_model().to(device), "qlora", r=4, alpha=8, blocksize=128,
                     double_quant=False).eval()
     randomise_lora(model)
     P.save(model, tmp_path / "adapter")
-    fresh = P.load(small_model(), tmp_path / "adapter").eval()
+    fresh = P.load(small_model().to(device), tmp_path / "adapter").eval()
     assert fresh.peft_config["options"]["blocksize"] == 128
     assert fresh.layers[1].attention.wq.base.nested_absmax is None
-    x = tokens()
+    x = tokens().to(device)
     with torch.no_grad():
         assert torch.equal(fresh(x), model(x))
     P.save(model, tmp_path / "hf", format="peft")

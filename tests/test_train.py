@@ -137,8 +137,12 @@ def test_epoch_batches_walk_a_fresh_seeded_order_each_epoch():
 
 
 # ----------------------------------------------------------------------------- accumulation
-def test_grad_accumulation_equals_one_big_batch(monkeypatch):
-    """One step of 2 micro-batches of 4 sees the gradient of one batch of those 8."""
+def test_grad_accumulation_equals_one_big_batch(monkeypatch, device):
+    """One step of 2 micro-batches of 4 sees the gradient of one batch of those 8.
+
+    On CUDA the trainer runs under bf16 autocast, so the big batch does too and the
+    bounds are bf16's (the CPU bounds are float32's)."""
+    import minillama.train as T
     cfg = tcfg(steps=1, batch_size=4, grad_accum=2, warmup=1)
     seen = {}
     real_clip = torch.nn.utils.clip_grad_norm_
@@ -150,36 +154,39 @@ def test_grad_accumulation_equals_one_big_batch(monkeypatch):
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
     model = tiny_model()
-    (record,) = train(model, DATA, cfg)
+    (record,) = train(model, DATA, cfg, device=device)
     monkeypatch.undo()
 
     batches = [get_batch(DATA, 4, 16, cfg.seed, step=0, micro=m) for m in range(2)]
     x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
-    big = tiny_model()
-    _, loss = big(x, y)
+    big = tiny_model().to(device)
+    with T._autocast(device):
+        _, loss = big(x.to(device), y.to(device))
     loss.backward()
     grads = [p.grad for p in big.parameters()]
     assert len(grads) == len(seen["grads"])
+    exact = device == "cpu"
     for g_acc, g_big in zip(seen["grads"], grads):
-        torch.testing.assert_close(g_acc, g_big, rtol=0, atol=1e-6)
-    assert abs(record["loss"] - loss.item()) < 1e-6
+        torch.testing.assert_close(g_acc, g_big, rtol=0 if exact else 2e-2,
+                                   atol=1e-6 if exact else 1e-3)
+    assert abs(record["loss"] - loss.item()) < (1e-6 if exact else 1e-2)
     norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
-    assert abs(record["grad_norm"] - norm.item()) < 1e-5
+    assert abs(record["grad_norm"] - norm.item()) < (1e-5 if exact else 1e-2 * norm.item())
     assert record["tokens"] == 8 * 16
 
 
 # ----------------------------------------------------------------------------- resume
-def test_resume_is_bit_identical(tmp_path):
+def test_resume_is_bit_identical(tmp_path, device):
     cfg = tcfg(steps=12, warmup=3)
     model_a = tiny_model()
-    log_a = train(model_a, DATA, cfg, out_dir=str(tmp_path / "a"))
+    log_a = train(model_a, DATA, cfg, out_dir=str(tmp_path / "a"), device=device)
 
     out_b = str(tmp_path / "b")
-    log_b = train(tiny_model(), DATA, cfg, out_dir=out_b, stop_after=5)
+    log_b = train(tiny_model(), DATA, cfg, out_dir=out_b, stop_after=5, device=device)
     assert [r["step"] for r in log_b] == [1, 2, 3, 4, 5]
     assert torch.load(Path(out_b) / "ckpt.pt", weights_only=True)["step"] == 5
     model_c = tiny_model(seed=99)                           # fresh weights, overwritten
-    log_c = train(model_c, DATA, cfg, out_dir=out_b, resume=True)
+    log_c = train(model_c, DATA, cfg, out_dir=out_b, resume=True, device=device)
 
     assert [r["step"] for r in log_c] == list(range(6, 13))
     for a, c in zip(log_a[5:], log_c):
@@ -203,7 +210,7 @@ def test_fresh_run_replaces_old_metrics(tmp_path):
 
 
 # ----------------------------------------------------------------------------- failures
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, device):
     """Loss turns NaN at step 6; the checkpoint of step 3 is untouched, resume works."""
     model = tiny_model()
     calls, before = [], {}
@@ -217,14 +224,14 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
     handle = model.output.register_forward_hook(poison)
     with pytest.raises(NonFiniteLoss, match="at step 6"):
-        train(model, DATA, tcfg(steps=8, ckpt_every=3), out_dir=str(tmp_path))
+        train(model, DATA, tcfg(steps=8, ckpt_every=3), out_dir=str(tmp_path), device=device)
     handle.remove()
     assert before["step"] == 3 and sha(ckpt) == before["sha"]
     assert sorted(os.listdir(tmp_path)) == ["ckpt.pt", "metrics.jsonl"]
     assert logged_steps(tmp_path) == [1, 2, 3, 4, 5]
 
     log = train(tiny_model(), DATA, tcfg(steps=8, ckpt_every=3), out_dir=str(tmp_path),
-                resume=True)
+                resume=True, device=device)
     assert [r["step"] for r in log] == [4, 5, 6, 7, 8]
     assert all(math.isfinite(r["loss"]) for r in log)
     assert logged_steps(tmp_path) == list(range(1, 9))     # steps 4-5 not logged twice
@@ -276,8 +283,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ddp_matches_single_process(tmp_path):
+def test_ddp_matches_single_process(tmp_path, device):
     """torchrun, 2 CPU processes (gloo), global batch 8 = the same numbers as 1 process."""
+    if device != "cpu":
+        pytest.skip("CPU-only reference: 2 gloo processes on the CPU (one GPU cannot host "
+                    "2 NCCL ranks)")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
