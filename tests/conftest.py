@@ -19,7 +19,10 @@ stops at once with a clear message.
 """
 
 import importlib.util
+import os
 import re
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -122,3 +125,26 @@ def impl(request):
         return cache[chapter]
 
     return load
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def torchrun():
+    """A launcher: ``torchrun(script, out)`` runs ``script out`` on 2 CPU processes under
+    ``torch.distributed.run`` (gloo, a free local port, one thread each, no inherited rank
+    variables) and fails the test with the workers' stderr if they fail."""
+    def launch(script: Path, out: Path, timeout: int = 180):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+        for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+            env.pop(var, None)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+               "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(script), str(out)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    return launch

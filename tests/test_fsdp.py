@@ -11,10 +11,7 @@ to OUT/fsdp.pt. The tests then compare with one process: plain training, a resum
 OUT/one, and the conversion of OUT/full/ckpt to a single-file checkpoint.
 """
 
-import os
 import shutil
-import socket
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -74,24 +71,11 @@ def worker(out: Path):
     torch.distributed.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def fsdp_run(tmp_path_factory):
+def fsdp_run(tmp_path_factory, torchrun):
     out = tmp_path_factory.mktemp("fsdp")
     train(fresh_model(), data(), TRAIN, out_dir=str(out / "from1"), stop_after=2)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-           str(ROOT / "tests" / "test_fsdp.py"), str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun(ROOT / "tests" / "test_fsdp.py", out)
     return out, torch.load(out / "fsdp.pt", weights_only=True)
 
 

@@ -5,9 +5,6 @@ import importlib.util
 import json
 import math
 import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -277,25 +274,12 @@ def test_setup_distributed_single_process_is_a_no_op(monkeypatch):
     assert not torch.distributed.is_initialized()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_ddp_matches_single_process(tmp_path, device):
+def test_ddp_matches_single_process(tmp_path, device, torchrun):
     """torchrun, 2 CPU processes (gloo), global batch 8 = the same numbers as 1 process."""
     if device != "cpu":
         pytest.skip("CPU-only reference: 2 gloo processes on the CPU (one GPU cannot host "
                     "2 NCCL ranks)")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-           str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun(ROOT / "tests" / "ddp_worker.py", tmp_path, timeout=120)
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
     assert ddp["world"] == 2
 
