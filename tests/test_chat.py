@@ -11,12 +11,16 @@ import random
 
 import pytest
 import torch
+from tokenizer_standins import (
+    make_hf_file,
+    make_sentencepiece_file,
+    make_tiktoken_file,
+    transformers_llama2_tokenizer,
+)
+from tokenizer_strings import SPECIALS, random_string
 
 from minillama import Llama, LlamaConfig, apply_chat_template, load_tokenizer
 from minillama.chat import detect_template, end_of_turn_id, llama2_chat, llama3_chat, stop_ids
-from tokenizer_standins import (make_hf_file, make_sentencepiece_file, make_tiktoken_file,
-                                transformers_llama2_tokenizer)
-from tokenizer_strings import SPECIALS, random_string
 
 # Published as "chat_template" in tokenizer_config.json of meta-llama/Llama-2-7b-chat-hf
 # on the Hugging Face Hub (the reference only; our llama2_chat is written from Meta's
@@ -41,6 +45,36 @@ LLAMA3_JINJA = (
     "message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = "
     "bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
     "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}")
+# The published chat_template of meta-llama/Llama-3.2-1B-Instruct (tokenizer_config.json,
+# Hugging Face Hub; 3.1's and 3.3's differ only in where the date comes from), with its
+# tool-calling branches left out (tools undefined: they render nothing).
+LLAMA31_JINJA = """{{- bos_token }}
+{%- if not date_string is defined %}
+    {%- if strftime_now is defined %}
+        {%- set date_string = strftime_now("%d %b %Y") %}
+    {%- else %}
+        {%- set date_string = "26 Jul 2024" %}
+    {%- endif %}
+{%- endif %}
+{%- if messages[0]['role'] == 'system' %}
+    {%- set system_message = messages[0]['content']|trim %}
+    {%- set messages = messages[1:] %}
+{%- else %}
+    {%- set system_message = "" %}
+{%- endif %}
+{{- "<|start_header_id|>system<|end_header_id|>\\n\\n" }}
+{{- "Cutting Knowledge Date: December 2023\\n" }}
+{{- "Today Date: " + date_string + "\\n\\n" }}
+{{- system_message }}
+{{- "<|eot_id|>" }}
+{%- for message in messages %}
+    {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+
+        message['content'] | trim + '<|eot_id|>' }}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}
+{%- endif %}
+"""
 N_CHATS = 300
 
 
@@ -80,7 +114,8 @@ def files(tmp_path_factory):
 
 
 def test_llama2_chat_matches_the_published_template(files):
-    pytest.importorskip("transformers")
+    pytest.importorskip("transformers.tokenization_utils_sentencepiece",
+                        reason="builds LlamaTokenizer from pieces: transformers >= 5")
     tok, hf = load_tokenizer(files["sp"]), transformers_llama2_tokenizer(files["sp"])
     assert detect_template(tok) == "llama2"
     for msgs in CHATS:
@@ -98,8 +133,9 @@ def test_llama2_chat_matches_the_published_template(files):
     assert ids.count(tok.bos_id) == 2 and ids.count(tok.eos_id) == 1
 
 
+@pytest.mark.parametrize("template", ["llama3", "llama3.1"])
 @pytest.mark.parametrize("fmt", ["hf", "tiktoken"])
-def test_llama3_chat_matches_the_published_template(files, fmt):
+def test_llama3_chat_matches_the_published_template(files, fmt, template):
     transformers = pytest.importorskip("transformers")
     hf = transformers.PreTrainedTokenizerFast(tokenizer_file=str(files["hf"]),
                                               bos_token="<|begin_of_text|>")
@@ -109,10 +145,13 @@ def test_llama3_chat_matches_the_published_template(files, fmt):
         tiktoken = pytest.importorskip("tiktoken")
         enc = tiktoken.Encoding("standin", pat_str=tok.pattern, mergeable_ranks=tok.ranks,
                                 special_tokens=tok.special_ids)
+    jinja = {"llama3": LLAMA3_JINJA, "llama3.1": LLAMA31_JINJA}[template]
     for k, msgs in enumerate(CHATS):
         gen = k % 2 == 0
-        ids = llama3_chat(tok, msgs, add_generation_prompt=gen)
-        kw = dict(chat_template=LLAMA3_JINJA, add_generation_prompt=gen)
+        date = ["26 Jul 2024", "03 Dec 2026"][k % 3 == 0]
+        opts = {"date_string": date} if template == "llama3.1" else {}
+        ids = apply_chat_template(tok, msgs, template, add_generation_prompt=gen, **opts)
+        kw = dict(chat_template=jinja, add_generation_prompt=gen, **opts)
         if fmt == "hf":
             ref = as_ids(hf.apply_chat_template(msgs, tokenize=True, **kw))
         else:
