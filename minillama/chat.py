@@ -159,8 +159,12 @@ def end_of_turn_id(tok, template: str | None = None) -> int:
 
 def stop_ids(tok, template: str | None = None) -> tuple[int, ...]:
     """Ids that end generation in a chat (``generate(..., stop_tokens=...)``): the end of
-    turn, plus EOS (Meta's Llama 3 stops at <|eot_id|> and <|end_of_text|>)."""
-    ids = [end_of_turn_id(tok, template)]
-    if tok.eos_id is not None and tok.eos_id not in ids:
-        ids.append(tok.eos_id)
-    return tuple(ids)
+    turn first, then EOS; for Llama 3 also <|end_of_text|> and, where the tokenizer names
+    it, 3.1's <|eom_id|> (Meta's llama-models stops at all three; an HF Instruct
+    snapshot's ``eos_token`` is <|eot_id|>, so it is not enough alone)."""
+    template = template or detect_template(tok)
+    ids = [end_of_turn_id(tok, template), tok.eos_id]
+    if template in ("llama3", "llama3.1"):
+        named = getattr(tok, "special_ids", {})
+        ids += [named.get("<|end_of_text|>"), named.get("<|eom_id|>")]
+    return tuple(dict.fromkeys(i for i in ids if i is not None))

@@ -184,7 +184,9 @@ def test_end_of_turn_and_stop_ids(files):
     assert end_of_turn_id(l2) == l2.eos_id == 2 and stop_ids(l2) == (2,)
     eot, end = l3.special_ids["<|eot_id|>"], l3.special_ids["<|end_of_text|>"]
     assert eot - l3.bos_id == 9 and end_of_turn_id(l3) == eot    # 128009 - 128000
-    assert stop_ids(l3) == (eot, end)
+    assert stop_ids(l3) == (eot, end, l3.special_ids["<|eom_id|>"]) == (eot, end, eot - 1)
+    hf = load_tokenizer(files["hf"], eos="<|eot_id|>")       # as an Instruct snapshot says
+    assert stop_ids(hf) == (hf.special_ids["<|eot_id|>"], hf.special_ids["<|end_of_text|>"])
     with pytest.raises(ValueError, match=r"no <\|begin_of_text\|> special token"):
         llama3_chat(l2, [{"role": "user", "content": "hi"}])
     with pytest.raises(ValueError, match="alternating"):
