@@ -30,6 +30,8 @@ import contextlib
 
 import torch
 
+from .quant.linear4bit import bitsandbytes_cuda
+
 PRECISIONS = ("auto", "fp32", "bf16")
 ADAMW_KINDS = ("plain", "fused", "paged")
 
@@ -98,17 +100,6 @@ def to_device(device, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return tuple(t.to(device) for t in tensors)
     return tuple(t.pin_memory().to(device, non_blocking=True) if t.device.type == "cpu"
                  else t.to(device) for t in tensors)
-
-
-def bitsandbytes_cuda() -> bool:
-    """Whether bitsandbytes is installed with its CUDA library and a GPU is present."""
-    if not torch.cuda.is_available():
-        return False
-    try:
-        from bitsandbytes.cextension import lib  # optional dependency
-    except Exception:                                  # not installed, or fails to load
-        return False
-    return bool(getattr(lib, "compiled_with_cuda", False))
 
 
 def _params(groups) -> list[torch.Tensor]:

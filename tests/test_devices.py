@@ -105,6 +105,19 @@ def test_fit_gives_finetune_and_dpo_the_same_autocast():
     assert set(seen) == {torch.float32}                        # auto on the CPU: fp32
 
 
+def test_qlora_trains_under_bf16_autocast():
+    """The 4-bit layers' own autograd function works under autocast (they hand back their
+    input's dtype, fp32 here); the head computes in bf16; the LoRA matrices stay fp32."""
+    model = P.apply(tiny(TOK.vocab_size), "qlora", r=4, targets=("wq", "wv"))
+    seen = []
+    output_dtypes(model, seen)
+    log = finetune(model, TOK, records(8), steps=3, lr=3e-3, batch_size=4, warmup=1,
+                   precision="bf16")
+    assert set(seen) == {torch.bfloat16} and all(r["loss"] > 0 for r in log)
+    lora = [p for p in model.parameters() if p.requires_grad]
+    assert lora and all(p.dtype == torch.float32 for p in lora)
+
+
 # ----------------------------------------------------------------------------- TF32
 def test_tf32_only_on_cuda_and_restored_after(device):
     before = torch.get_float32_matmul_precision()
@@ -177,6 +190,20 @@ def test_the_benchmark_pages_qlora_only(monkeypatch):
     for name in ("qlora", "lora-qv", "full"):
         bench.run(bench.METHODS[name], steps=1)
     assert asked == [True, False, False]
+
+
+def test_linear4bit_auto_takes_bitsandbytes_kernels_only_for_cuda_inputs(monkeypatch):
+    """The decision, with a stand-in CUDA input; what it does on a GPU: the test below."""
+    from minillama.quant import linear4bit as L
+    layer, on_cuda = L.Linear4bit(torch.randn(8, 64)), SimpleNamespace(device=torch.device("cuda"))
+    monkeypatch.setattr(L, "bitsandbytes_cuda", lambda: True)
+    assert layer.backend == "auto" and layer.uses_bitsandbytes(on_cuda)
+    assert not layer.uses_bitsandbytes(torch.zeros(1, 64))           # CPU input: ours
+    assert not L.Linear4bit(torch.randn(8, 64), backend="torch").uses_bitsandbytes(on_cuda)
+    monkeypatch.setattr(L, "bitsandbytes_cuda", lambda: False)
+    assert not layer.uses_bitsandbytes(on_cuda)                      # no CUDA library: ours
+    model = P.apply(tiny(TOK.vocab_size), "qlora", r=4, targets=("wq", "wv"))
+    assert {m.backend for m in model.modules() if isinstance(m, L.Linear4bit)} == {"auto"}
 
 
 @needs_cuda
