@@ -2,10 +2,14 @@
 
     python benchmarks/bench_train.py [--recipe stories] [--steps 20] [--threads N]
                                      [--device cuda] [--dim 768 --n-layers 12] [--batch-size 32]
+                                     [--compile]
 
 ``--dim``/``--n-layers`` grow the recipe's model (heads of 64 dimensions) to measure at a
 GPU-sized scale, e.g. ``--dim 768 --n-layers 12`` (~90M parameters); ``--batch-size``
-overrides the recipe's batch.
+overrides the recipe's batch. Each step is the trainer's (``minillama.devices``): batches
+through pinned memory, the forward pass under the recipe's precision (auto: bf16 autocast
+on CUDA, fp32 on the CPU), TF32 on CUDA, fused AdamW on CUDA; ``--compile`` runs the model
+through ``torch.compile`` (compiled during the untimed first step).
 
 A transformer's training step costs about 6 * N FLOPs per token (2 forward, 4 backward;
 Kaplan et al., arXiv 2001.08361), plus attention's 12 * L * T * D per token (PaLM's
@@ -20,6 +24,7 @@ import time
 import torch
 
 from minillama import Llama
+from minillama.devices import autocast, resolve_precision, tf32, to_device
 from minillama.recipes import build_data, get_recipe
 from minillama.train import get_batch, make_optimizer
 
@@ -51,6 +56,7 @@ def main():
                     help="number of blocks (default: the recipe's)")
     ap.add_argument("--batch-size", type=int, default=None,
                     help="sequences per step (default: the recipe's)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -71,35 +77,33 @@ def main():
     opt = make_optimizer(model, t)
     n = sum(p.numel() for p in model.parameters())
     flops_per_token = 6 * n + 12 * c.n_layers * t.seq_len * c.dim
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else None
+    net = torch.compile(model) if args.compile else model
 
     def step(i):
-        x, y = get_batch(data, t.batch_size, t.seq_len, 0, i)
-        x, y = x.to(device), y.to(device)
-        if amp:
-            with amp:
-                _, loss = model(x, y)
-        else:
-            _, loss = model(x, y)
+        x, y = to_device(device, *get_batch(data, t.batch_size, t.seq_len, 0, i))
+        with autocast(device, t.precision):
+            _, loss = net(x, y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    step(0)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for i in range(1, args.steps + 1):
-        step(i)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    tok_s = args.steps * t.batch_size * t.seq_len / (time.perf_counter() - t0)
+    with tf32(device, t.precision):
+        step(0)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for i in range(1, args.steps + 1):
+            step(i)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        tok_s = args.steps * t.batch_size * t.seq_len / (time.perf_counter() - t0)
     peak = (matmul_peak(device, torch.bfloat16, n=8192) if device == "cuda" else
             matmul_peak(device, torch.float32))        # a GPU needs big matmuls to peak
     achieved = tok_s * flops_per_token
     print(f"recipe {recipe.name} (dim {c.dim}, {c.n_layers} layers): {n:,} parameters, "
-          f"batch {t.batch_size} x {t.seq_len}, "
-          f"{device}, {args.threads} threads, torch {torch.__version__}")
+          f"batch {t.batch_size} x {t.seq_len}, {device}, "
+          f"{resolve_precision(t.precision, device)}{', compiled' if args.compile else ''}, "
+          f"{args.threads} threads, torch {torch.__version__}")
     print(f"training: {tok_s:,.0f} tokens/s = {achieved / 1e9:.2f} GFLOP/s of model FLOPs")
     print(f"measured matmul peak: {peak / 1e9:.1f} GFLOP/s -> MFU {achieved / peak:.1%}")
 

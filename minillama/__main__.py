@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
-from . import load, save
+from . import course, load, save
 from .config import CONFIGS
+from .devices import PRECISIONS, resolve_precision
 from .distributed import full_state
 from .files import read_json
 from .finetune import finetune
@@ -35,8 +36,10 @@ from .train import NonFiniteLoss, setup_distributed, train
 
 
 def _device(name):
+    """``auto``: the notebooks' choice, ``course.device()`` (cuda for the full profile,
+    which is the default where CUDA is available; cpu otherwise)."""
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return course.device()
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available")
     return name
@@ -57,7 +60,8 @@ def _train_supervised(model, tok, records, recipe, out: Path, resume: bool, devi
     cfg = recipe.train
     log = finetune(model, tok, records, cfg.steps, cfg.lr, batch_size=cfg.batch_size,
                    warmup=cfg.warmup, weight_decay=cfg.weight_decay, seed=cfg.seed,
-                   device=device, log_every=cfg.log_every, template=qa_prompt)
+                   device=device, log_every=cfg.log_every, template=qa_prompt,
+                   precision=cfg.precision)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
 
@@ -65,20 +69,25 @@ def _train_supervised(model, tok, records, recipe, out: Path, resume: bool, devi
 def cmd_train(args):
     overrides = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size,
                                        lr=args.lr, seed=args.seed,
-                                       log_every=args.log_every,
-                                       parallel=args.parallel).items() if v is not None}
+                                       log_every=args.log_every, parallel=args.parallel,
+                                       precision=args.precision,
+                                       compile=args.compile).items() if v is not None}
     recipe = get_recipe(args.recipe, **overrides)
     out = Path(args.out or f"runs/{recipe.name}")
     if out.exists() and not out.is_dir():               # say so before training, not after
         raise ValueError(f"--out {out} is an existing file; name a directory for the run")
+    if recipe.task.supervised and recipe.train.parallel == "fsdp":
+        raise ValueError(f"--parallel fsdp: recipe {recipe.name} trains by supervised "
+                         f"fine-tuning, which runs on one process; drop --parallel")
+    if recipe.task.supervised and recipe.train.compile:
+        raise ValueError(f"--compile: recipe {recipe.name} trains by supervised fine-tuning, "
+                         f"whose batches change length every step; drop --compile")
     device = setup_distributed(_device(args.device))     # torchrun: join the group
+    precision = resolve_precision(recipe.train.precision, device)   # fails now if bad
     torch.manual_seed(recipe.train.seed)
     tok, train_data, val_data = build_data(recipe)
     model = initial_model(recipe)
     t0 = time.perf_counter()
-    if recipe.task.supervised and recipe.train.parallel == "fsdp":
-        raise ValueError(f"--parallel fsdp: recipe {recipe.name} trains by supervised "
-                         f"fine-tuning, which runs on one process; drop --parallel")
     if recipe.task.supervised:          # one example per row, the loss on the answers
         _train_supervised(model, tok, train_data, recipe, out, args.resume, device)
     else:
@@ -105,7 +114,8 @@ def cmd_train(args):
     facts = dict(recipe=recipe.name, steps=recipe.train.steps, **seen,
                  parameters=sum(p.numel() for p in model.parameters()),
                  **_measure(model, tok, recipe, val_data),
-                 device=device, hardware=hardware(), wall_time_s=round(wall, 1),
+                 device=device, precision=precision, hardware=hardware(),
+                 wall_time_s=round(wall, 1),
                  resumed=bool(args.resume), torch=torch.__version__,
                  **({"init_from": recipe.init_from} if recipe.init_from else {}),
                  command=" ".join(["python -m minillama"] + sys.argv[1:]))
@@ -248,7 +258,15 @@ def build_parser():
     t.add_argument("--lr", type=float)
     t.add_argument("--seed", type=int)
     t.add_argument("--log-every", type=_positive_int, help="steps between metrics.jsonl records")
-    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto (default): what the notebooks pick, cuda for the full profile "
+                        "(MINILLAMA_PROFILE; full where CUDA is available), else cpu")
+    t.add_argument("--precision", choices=PRECISIONS,
+                   help="auto (default): bf16 autocast on a CUDA GPU with bf16, else fp32; "
+                        "fp32 also turns TF32 off")
+    t.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the model (pretraining recipes; the first steps "
+                        "pay for compiling)")
     t.add_argument("--parallel", choices=["ddp", "fsdp"],
                    help="under torchrun: ddp copies the model into every process (default), "
                         "fsdp shards it (checkpoints in <out>/ckpt/)")

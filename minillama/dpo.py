@@ -47,6 +47,7 @@ import itertools
 import torch
 import torch.nn.functional as F
 
+from .devices import autocast
 from .finetune import sequence_logprobs
 from .peft import can_disable, disabled
 from .train import TrainConfig, epoch_batches, fit, make_optimizer, trainable
@@ -128,7 +129,8 @@ def reference_logprobs(model, tokenizer, pairs: list[dict], reference=None,
 
 def dpo_train(model, tokenizer, pairs: list[dict], steps: int, lr: float, beta: float = 0.1,
               batch_size: int = 8, nll_weight: float = 0.0, reference=None, warmup: int = 0,
-              weight_decay: float = 0.0, seed: int = 0, log_every: int = 1) -> list[dict]:
+              weight_decay: float = 0.0, seed: int = 0, log_every: int = 1,
+              precision: str = "auto") -> list[dict]:
     """Train ``model``'s trainable parameters with the DPO loss on ``pairs``.
 
     Batches walk through the pairs in a fresh seeded order each epoch; the loop is
@@ -136,19 +138,23 @@ def dpo_train(model, tokenizer, pairs: list[dict], steps: int, lr: float, beta: 
     batch. Returns the log, every ``log_every`` steps:
     {"step", "loss", "margin", "accuracy", "chosen_reward", "rejected_reward", "lr", "time"}
     (batch means; plus "nll" when ``nll_weight`` > 0). The model is left in eval mode.
+    ``precision`` is ``TrainConfig.precision`` ("auto": bf16 autocast on CUDA, fp32 on the
+    CPU); the reference log-probabilities are computed in the same precision.
     """
     if not pairs:
         raise ValueError("dpo_train needs at least one preference pair")
     trainable(model)                                        # an error if nothing would learn
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
-                      weight_decay=weight_decay, seed=seed, log_every=log_every, progress=False)
+                      weight_decay=weight_decay, seed=seed, log_every=log_every, progress=False,
+                      precision=precision)
     tokens = [pair_tokens(p, tokenizer) for p in pairs]
     schedule = list(itertools.islice(epoch_batches(len(pairs), batch_size, seed), steps))
     used = sorted({i for batch in schedule for i in batch})
-    ref = torch.zeros(len(pairs), 2)
-    ref[used] = reference_logprobs(model, tokenizer, [pairs[i] for i in used], reference,
-                                   batch_size=max(batch_size, 16))
     device = model.tok_embeddings.weight.device
+    ref = torch.zeros(len(pairs), 2)
+    with autocast(device, precision):                      # as the policy's, in fit
+        ref[used] = reference_logprobs(model, tokenizer, [pairs[i] for i in used], reference,
+                                       batch_size=max(batch_size, 16))
     ref = ref.to(device)
 
     def loss_fn(batch):

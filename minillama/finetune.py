@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from .data.instructions import format_prompt
+from .devices import to_device
 from .train import TrainConfig, epoch_batches, fit, make_optimizer, trainable
 
 IGNORE = -100
@@ -92,9 +93,7 @@ def sequence_logprobs(model, prompts_ids: list[list[int]], responses_ids: list[l
     if longest > model.cfg.max_seq_len:
         raise ValueError(f"a prompt + response is {longest + 1} tokens but the model's "
                          f"max_seq_len is {model.cfg.max_seq_len}")
-    x, y = sft_batch(examples, pad_id)
-    device = model.tok_embeddings.weight.device
-    x, y = x.to(device), y.to(device)
+    x, y = to_device(model.tok_embeddings.weight.device, *sft_batch(examples, pad_id))
     logits = model(x).float()                                            # (b, t, V)
     nll = F.cross_entropy(logits.transpose(1, 2), y, ignore_index=IGNORE, reduction="none")
     return -nll.sum(dim=1)                                               # (b,)
@@ -109,7 +108,8 @@ def _check_lengths(examples, max_seq_len: int):
 
 def finetune(model, tokenizer, records: list[dict], steps: int, lr: float, batch_size: int = 16,
              warmup: int = 10, weight_decay: float = 0.0, seed: int = 0, device="cpu",
-             log_every: int = 1, template=format_prompt, optimizer=None) -> list[dict]:
+             log_every: int = 1, template=format_prompt, optimizer=None,
+             precision: str = "auto", paged: bool = False) -> list[dict]:
     """Train ``model``'s trainable parameters on ``records`` with the response-only loss.
 
     Batches walk through the records in a fresh random order each epoch (fixed by
@@ -121,17 +121,21 @@ def finetune(model, tokenizer, records: list[dict], steps: int, lr: float, batch
     taking the list of trainable parameters and returning a torch optimiser (for example
     ``bitsandbytes.optim.PagedAdamW``); its weight decay is then its own, while the
     learning rate of every group still follows the warmup/cosine schedule.
+    ``paged=True`` (QLoRA) makes that default AdamW bitsandbytes' paged one when the model
+    is on CUDA (``devices.adamw_kind``). ``precision`` is ``TrainConfig.precision``: "auto"
+    trains under bf16 autocast on CUDA and in fp32 on the CPU.
     """
     if not records:
         raise ValueError("finetune needs at least one record")
     trainable(model)                                        # an error if nothing would learn
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
-                      weight_decay=weight_decay, seed=seed, log_every=log_every, progress=False)
+                      weight_decay=weight_decay, seed=seed, log_every=log_every, progress=False,
+                      precision=precision)
     examples = [sft_tokens(r, tokenizer, template) for r in records]
     _check_lengths(examples, model.cfg.max_seq_len)
     model.to(device)
     if optimizer is None:
-        optimizer = make_optimizer(model, cfg)
+        optimizer = make_optimizer(model, cfg, paged=paged)
     else:
         optimizer = optimizer(trainable(model))
         if not isinstance(optimizer, torch.optim.Optimizer):
@@ -139,8 +143,8 @@ def finetune(model, tokenizer, records: list[dict], steps: int, lr: float, batch
                             f"{type(optimizer).__name__}")
 
     def loss_fn(batch):
-        x, y = sft_batch([examples[i] for i in batch], tokenizer.pad_id)
-        _, loss = model(x.to(device), y.to(device))
+        x, y = to_device(device, *sft_batch([examples[i] for i in batch], tokenizer.pad_id))
+        _, loss = model(x, y)
         return loss, {}
 
     return fit(model, optimizer, cfg, epoch_batches(len(examples), batch_size, seed), loss_fn)
@@ -157,8 +161,8 @@ def sft_loss(model, tokenizer, records: list[dict], batch_size: int = 32, device
     model.eval()
     total, count = 0.0, 0
     for i in range(0, len(examples), batch_size):
-        x, y = sft_batch(examples[i:i + batch_size], tokenizer.pad_id)
-        _, loss = model(x.to(device), y.to(device))
+        x, y = to_device(device, *sft_batch(examples[i:i + batch_size], tokenizer.pad_id))
+        _, loss = model(x, y)
         n = int((y != IGNORE).sum())
         total, count = total + loss.item() * n, count + n
     return total / count
@@ -181,7 +185,7 @@ def greedy_score(model, tokenizer, records: list[dict], batch_size: int = 32,
     examples, clean = [examples[i] for i in order], [clean[i] for i in order]
     for i in range(0, len(examples), batch_size):
         x, y = sft_batch(examples[i:i + batch_size], tokenizer.pad_id)
-        logits = model(x.to(device)).float().cpu()
+        logits = model(*to_device(device, x)).float().cpu()
         right = ((logits.argmax(-1) == y) | (y == IGNORE)).all(dim=1)   # every response token
         for record, ok in zip(clean[i:i + batch_size], right.tolist()):
             hits.setdefault(record["family"], []).append(ok)

@@ -16,6 +16,11 @@ With ``parallel="fsdp"`` the processes instead shard the model (FSDP2, see
 ``minillama.distributed``): same loop, same numbers, 1/world of the memory each, and
 sharded checkpoints in ``out_dir/ckpt/`` that any number of processes can resume.
 
+On a GPU the loop does what ``minillama.devices`` describes: the forward pass under bf16
+autocast (``TrainConfig.precision``, "auto": bf16 on CUDA, fp32 on the CPU), TF32 for the
+remaining fp32 matmuls, fused AdamW, pinned batches copied asynchronously, and, with
+``TrainConfig.compile``, the model compiled by ``torch.compile`` (pretraining only).
+
 Batches are a pure function of (seed, step), and a checkpoint holds model, optimiser,
 schedule, RNG state and step: a resumed run continues bit-for-bit where it stopped.
 
@@ -42,6 +47,7 @@ from tqdm.auto import tqdm
 
 from .checkpoints.io import read_torch
 from .config import check_token_ids, finite_positive, positive_int
+from .devices import adamw, autocast, check_precision, resolve_precision, tf32, to_device
 from .distributed import PARALLEL, load_sharded, save_sharded, shard
 from .files import atomic_file
 
@@ -63,9 +69,10 @@ class TrainConfig:
     ckpt_every: int = 0           # 0: only at the end
     log_every: int = 10
     seed: int = 0
-    compile: bool = False
+    compile: bool = False         # torch.compile the model (train() only)
     progress: bool = True
     parallel: str = "ddp"         # over torchrun's processes: "ddp" copies, "fsdp" shards
+    precision: str = "auto"       # "fp32", "bf16" (autocast), "auto": bf16 on CUDA, else fp32
 
     def __post_init__(self):
         for f in ("steps", "batch_size", "grad_accum", "seq_len", "eval_every",
@@ -75,6 +82,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.warmup and ckpt_every must be >= 0, "
                              f"got {self.warmup} and {self.ckpt_every}")
         finite_positive("TrainConfig.lr", self.lr)
+        check_precision(self.precision, "TrainConfig.precision")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"TrainConfig.compile must be True or False, got {self.compile!r}")
         if self.parallel not in PARALLEL:
             raise ValueError(f"TrainConfig.parallel must be one of {PARALLEL}, "
                              f"got {self.parallel!r}")
@@ -98,15 +108,19 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return lo + (cfg.lr - lo) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with two groups: matrices decay, vectors (norm gains, biases) do not."""
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig,
+                   paged: bool = False) -> torch.optim.Optimizer:
+    """AdamW with two groups: matrices decay, vectors (norm gains, biases) do not.
+
+    Fused when every trainable parameter is on CUDA; ``paged=True`` (QLoRA) asks for
+    bitsandbytes' paged AdamW, which CUDA gets and the CPU does not (``devices.adamw_kind``).
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas,
-                             fused=next(model.parameters()).is_cuda)
+    return adamw(groups, cfg.lr, cfg.betas, cfg.weight_decay, paged=paged)
 
 
 def get_batch(data: torch.Tensor, batch: int, seq_len: int, seed: int, step: int,
@@ -200,18 +214,24 @@ def fit(model, optimizer, cfg: TrainConfig, batches: Iterable, loss_fn) -> list[
     """The loop for one batch per step (SFT, DPO): ``cfg.steps`` steps over ``batches``.
 
     ``loss_fn(batch)`` returns the batch's loss (a scalar tensor) and a dict of tensors
-    logged as their means. Returns the log; the model is left in eval mode.
+    logged as their means; it runs under ``cfg.precision``'s autocast on the device of
+    the trainable parameters (TF32 too on CUDA). Returns the log; the model is left in
+    eval mode.
     """
+    device = trainable(model)[0].device
+    resolve_precision(cfg.precision, device)             # a bad choice fails before step 1
     model.train()
     log, t0 = [], time.perf_counter()
-    for step, batch in zip(range(cfg.steps), batches):
-        loss, stats = loss_fn(batch)
-        loss.backward()
-        value = loss.item()
-        optimizer_step(model, optimizer, step, cfg, value)
-        if log_due(step, cfg, cfg.steps):
-            log.append(log_record(step, value, cfg, t0,
-                                  **{k: v.float().mean().item() for k, v in stats.items()}))
+    with tf32(device, cfg.precision):
+        for step, batch in zip(range(cfg.steps), batches):
+            with autocast(device, cfg.precision):
+                loss, stats = loss_fn(batch)
+            loss.backward()
+            value = loss.item()
+            optimizer_step(model, optimizer, step, cfg, value)
+            if log_due(step, cfg, cfg.steps):
+                log.append(log_record(step, value, cfg, t0,
+                                      **{k: v.float().mean().item() for k, v in stats.items()}))
     model.eval()
     return log
 
@@ -264,17 +284,12 @@ def evaluate(model, data: torch.Tensor, cfg: TrainConfig, batches: int | None = 
     losses = []
     for i in range(batches or cfg.eval_batches):
         x, y = get_batch(data, cfg.batch_size, cfg.seq_len, seed=cfg.seed + 12345, step=i)
-        with _autocast(device):
-            _, loss = model(x.to(device), y.to(device))
+        x, y = to_device(device, x, y)
+        with autocast(device, cfg.precision):
+            _, loss = model(x, y)
         losses.append(loss.item())
     model.train(was)
     return sum(losses) / len(losses)
-
-
-def _autocast(device):
-    if torch.device(device).type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def train(model, train_data: torch.Tensor, cfg: TrainConfig, out_dir: str | None = None,
@@ -293,6 +308,7 @@ def train(model, train_data: torch.Tensor, cfg: TrainConfig, out_dir: str | None
     rank, world = _distributed()
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must divide over {world} processes")
+    resolve_precision(cfg.precision, device)             # a bad choice fails before step 1
     model.to(device).train()
     fsdp = cfg.parallel == "fsdp"
     if fsdp and world > 1:
@@ -315,8 +331,7 @@ def train(model, train_data: torch.Tensor, cfg: TrainConfig, out_dir: str | None
     net = DistributedDataParallel(model) if world > 1 and not fsdp else model
     if cfg.compile:
         net = torch.compile(net)
-    per_rank = cfg.batch_size // world
-    log, metrics_path = [], os.path.join(out_dir, "metrics.jsonl") if out_dir else None
+    metrics_path = os.path.join(out_dir, "metrics.jsonl") if out_dir else None
     if out_dir and rank == 0:
         os.makedirs(out_dir, exist_ok=True)
         _trim_metrics(metrics_path, start)
@@ -325,49 +340,51 @@ def train(model, train_data: torch.Tensor, cfg: TrainConfig, out_dir: str | None
     if cfg.progress and rank == 0:
         bar = tqdm(total=cfg.steps, initial=start, desc="train", leave=False, disable=None)
     t0 = time.perf_counter()
-
-    for step in range(start, end):
-        total = 0.0
-        for micro in range(cfg.grad_accum):
-            x, y = get_batch(train_data, cfg.batch_size, cfg.seq_len, cfg.seed, step, micro)
-            mine = slice(rank * per_rank, (rank + 1) * per_rank)      # this process's rows
-            x, y = x[mine], y[mine]
-            sync = micro == cfg.grad_accum - 1 or world == 1
-            if fsdp and world > 1:                # FSDP: reduce-scatter on the last only
-                model.set_requires_gradient_sync(sync)
-            no_sync = net.no_sync() if not sync and not fsdp else contextlib.nullcontext()
-            with no_sync, _autocast(device):
-                _, loss = net(x.to(device), y.to(device))
-                (loss / cfg.grad_accum).backward()
-            total += loss.item() / cfg.grad_accum
-        if world > 1:
-            t = torch.tensor([total], device=device)
-            dist.all_reduce(t)
-            total = t.item() / world
-        norm = optimizer_step(model, optimizer, step, cfg, total,
-                              f" The last good checkpoint ({ckpt_path or 'none saved'}) "
-                              f"is left untouched.")
-        done = step + 1
-        record = log_record(step, total, cfg, t0, grad_norm=norm,
-                            tokens=done * cfg.batch_size * cfg.grad_accum * cfg.seq_len)
-        if val_data is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
-            record["val_loss"] = evaluate(model, val_data, cfg, device=device)
-        if rank == 0 and (log_due(step, cfg, end) or "val_loss" in record):
-            log.append(record)
-            if metrics_path:
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{total:.3f}")
-        due = ckpt_path and ((cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == end)
-        if due and fsdp:                               # every rank writes its pieces
-            save_sharded(model, optimizer, ckpt_path, done, asdict(cfg))
-        elif due and rank == 0:
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "rng": torch.get_rng_state(), "step": done, "train_config": asdict(cfg)}
-            with atomic_file(ckpt_path) as tmp:
-                torch.save(state, tmp)
+    per_rank, log = cfg.batch_size // world, []
+    with tf32(device, cfg.precision):                  # on CUDA unless precision='fp32'
+        for step in range(start, end):
+            total = 0.0
+            for micro in range(cfg.grad_accum):
+                x, y = get_batch(train_data, cfg.batch_size, cfg.seq_len, cfg.seed, step, micro)
+                mine = slice(rank * per_rank, (rank + 1) * per_rank)      # this process's rows
+                x, y = to_device(device, x[mine], y[mine])
+                sync = micro == cfg.grad_accum - 1 or world == 1
+                if fsdp and world > 1:                # FSDP: reduce-scatter on the last only
+                    model.set_requires_gradient_sync(sync)
+                no_sync = net.no_sync() if not sync and not fsdp else contextlib.nullcontext()
+                with no_sync:
+                    with autocast(device, cfg.precision):       # the forward pass only
+                        _, loss = net(x, y)
+                    (loss / cfg.grad_accum).backward()
+                total += loss.item() / cfg.grad_accum
+            if world > 1:
+                t = torch.tensor([total], device=device)
+                dist.all_reduce(t)
+                total = t.item() / world
+            norm = optimizer_step(model, optimizer, step, cfg, total,
+                                  f" The last good checkpoint ({ckpt_path or 'none saved'}) "
+                                  f"is left untouched.")
+            done = step + 1
+            record = log_record(step, total, cfg, t0, grad_norm=norm,
+                                tokens=done * cfg.batch_size * cfg.grad_accum * cfg.seq_len)
+            if val_data is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
+                record["val_loss"] = evaluate(model, val_data, cfg, device=device)
+            if rank == 0 and (log_due(step, cfg, end) or "val_loss" in record):
+                log.append(record)
+                if metrics_path:
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{total:.3f}")
+            due = ckpt_path and ((cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == end)
+            if due and fsdp:                               # every rank writes its pieces
+                save_sharded(model, optimizer, ckpt_path, done, asdict(cfg))
+            elif due and rank == 0:
+                state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "rng": torch.get_rng_state(), "step": done, "train_config": asdict(cfg)}
+                with atomic_file(ckpt_path) as tmp:
+                    torch.save(state, tmp)
     if bar is not None:
         bar.close()
     return log

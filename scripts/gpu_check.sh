@@ -44,7 +44,7 @@ fi
 BUDGET="${GPU_CHECK_BUDGET:-540}"
 CHAPTERS=(ch05 ch07 ch12 ch17)
 TESTS=(tests/test_model.py tests/test_hf_parity.py tests/test_peft.py tests/test_nf4.py
-       tests/test_qlora.py tests/test_train.py)
+       tests/test_qlora.py tests/test_train.py tests/test_devices.py)
 
 # ----------------------------------------------------------------------------- dry run
 HELP_CHECK='

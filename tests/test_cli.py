@@ -61,7 +61,8 @@ def test_program_help_subprocess():
 
 
 @pytest.mark.parametrize("verb, options", [
-    ("train", ["--recipe", "--out", "--steps", "--batch-size", "--lr", "--resume", "--device"]),
+    ("train", ["--recipe", "--out", "--steps", "--batch-size", "--lr", "--resume", "--device",
+               "--precision", "--compile"]),
     ("generate", ["checkpoint", "--prompt", "--max-new-tokens", "--temperature", "--top-k",
                   "--top-p", "--seed", "--samples"]),
     ("count", ["models"]),
@@ -102,6 +103,7 @@ def test_unknown_recipe_subprocess():
 @pytest.mark.parametrize("args, words", [
     (["train", "--recipe", "tiny-stories", "--steps", "-1"], ["steps", "-1"]),
     (["train", "--recipe", "tiny-stories", "--batch-size", "0"], ["--batch-size", "0"]),
+    (["train", "--recipe", "mod10", "--compile"], ["--compile", "mod10", "supervised"]),
     (["count", "llama2-7b", "gpt-9"], ["unknown model", "gpt-9"]),
     (["generate", "/no/such/checkpoint"], ["no checkpoint at /no/such/checkpoint"]),
     (["eval", "/no/such/checkpoint"], ["no checkpoint at /no/such/checkpoint"]),
@@ -118,9 +120,42 @@ def test_cuda_without_cuda(capsys):
     assert_one_line_error(code, err, "train", "no CUDA device")
 
 
+@pytest.mark.parametrize("cuda, profile, expected", [
+    (False, "", "cpu"), (False, "full", "cpu"), (True, "", "cuda"), (True, "full", "cuda"),
+    (True, "cpu", "cpu")])
+def test_device_auto_is_the_notebooks_choice(monkeypatch, cuda, profile, expected):
+    """``--device auto`` (the default) picks what ``course.setup()`` gives the notebooks."""
+    from minillama import course
+    from minillama.__main__ import _device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setenv("MINILLAMA_PROFILE", profile)
+    assert _device("auto") == course.setup(seed=None).device == expected
+
+
+@pytest.mark.parametrize("flags, precision, compiled", [
+    ([], "auto", False), (["--precision", "bf16", "--compile"], "bf16", True),
+    (["--precision", "fp32"], "fp32", False)])
+def test_train_passes_precision_and_compile(capsys, monkeypatch, tmp_path, flags, precision,
+                                            compiled):
+    import minillama.__main__ as cli_module
+    seen = {}
+
+    def stop(model, data, cfg, **kw):
+        seen.update(cfg=cfg, device=kw["device"])
+        raise ValueError("stopped by the test")
+
+    monkeypatch.setattr(cli_module, "train", stop)
+    code, _, err = run_main(capsys, "train", "--recipe", "tiny-stories", "--device", "cpu",
+                            "--out", tmp_path / "run", *flags)
+    assert_one_line_error(code, err, "train", "stopped by the test")
+    assert (seen["cfg"].precision, seen["cfg"].compile) == (precision, compiled)
+    assert seen["device"] == "cpu"
+
+
 @pytest.mark.parametrize("args", [
     ["train"],                                          # --recipe is required
     ["train", "--recipe", "tiny-stories", "--steps", "three"],
+    ["train", "--recipe", "tiny-stories", "--precision", "fp16"],
     ["frobnicate"],
     [],
 ])
@@ -167,6 +202,7 @@ def test_train_generate_eval(tmp_path):
     printed = json.loads(proc.stdout)
     assert printed == {k: v for k, v in card.items() if k != "sha256"}
     assert card["recipe"] == "tiny-stories" and card["steps"] == 3
+    assert card["device"] == "cpu" and card["precision"] == "fp32"      # auto on the CPU
     assert card["tokens_seen"] == 3 * 4 * 128
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1] == 3 and torch.load(out / "ckpt.pt", weights_only=True)["step"] == 3

@@ -17,7 +17,7 @@ import minillama
 
 ROOT = Path(minillama.__file__).parent
 LAYERS = ["config", "norm", "rope", "attention", "feedforward", "moe", "model"]
-ABOVE = ["peft", "quant", "train", "finetune", "dpo", "recipes", "tasks", "checkpoints",
+ABOVE = ["peft", "quant", "devices", "train", "finetune", "dpo", "recipes", "tasks", "checkpoints",
          "__main__"]
 
 

@@ -10,12 +10,13 @@ The backward pass needs W once more for dL/dX = dL/dY W; we dequantise again ins
 keeping the full-precision W alive between the two passes, as bitsandbytes' MatMul4Bit
 does, so a quantised model never holds more than one layer's W in full precision.
 
-On CUDA with bitsandbytes installed, ``backend="auto"`` hands the matmul to
-``bitsandbytes.matmul_4bit`` with the same bytes (our packing and state are its own
-format), so the two paths compute the same product up to summation order. On the CPU,
-``backend="bitsandbytes"`` is refused when a row of W does not hold whole blocks
-(``in_features % blocksize != 0``): bitsandbytes' vectorised CPU dequantize reads one
-absmax per row and gets such weights wrong (seen on AVX-512 CPUs; see tests/test_nf4.py).
+On CUDA with bitsandbytes and its CUDA library installed (``bitsandbytes_cuda``),
+``backend="auto"`` hands the matmul to ``bitsandbytes.matmul_4bit`` with the same bytes
+(our packing and state are its own format), so the two paths compute the same product up
+to summation order. On the CPU, ``backend="bitsandbytes"`` is refused when a row of W
+does not hold whole blocks (``in_features % blocksize != 0``): bitsandbytes' vectorised
+CPU dequantize reads one absmax per row and gets such weights wrong (seen on AVX-512 CPUs;
+see tests/test_nf4.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,17 @@ from torch import nn
 from .nf4 import QuantState, dequantize, dynamic_map, nf4_code_table, quantize
 
 BACKENDS = ("auto", "torch", "bitsandbytes")
+
+
+def bitsandbytes_cuda() -> bool:
+    """Whether bitsandbytes is installed with its CUDA library and a GPU is present."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        from bitsandbytes.cextension import lib  # optional dependency
+    except Exception:                              # not installed, or fails to load
+        return False
+    return bool(getattr(lib, "compiled_with_cuda", False))
 
 
 class _DequantLinear(torch.autograd.Function):
@@ -113,8 +125,12 @@ class Linear4bit(nn.Module):
 
     # -------------------------------------------------------------------------- compute
     def uses_bitsandbytes(self, x: torch.Tensor) -> bool:
+        """``auto``: bitsandbytes' kernels for CUDA inputs when its CUDA library is there;
+        ``bitsandbytes``: always (an error if it is missing); ``torch``: never."""
         if self.backend == "torch" or (self.backend == "auto" and x.device.type != "cuda"):
             return False
+        if self.backend == "auto":
+            return bitsandbytes_cuda()
         try:
             # bitsandbytes is optional: imported only where it is used
             import bitsandbytes  # noqa: F401

@@ -239,11 +239,16 @@ def _parts(model, ingredient: str) -> torch.nn.ModuleList:
 
 def run(m: Method, noisy: bool = False, seed: int = 0, steps: int = STEPS, device="cpu",
         lr: float | None = None):
-    """Train ``m`` on the benchmark; (model, tokenizer, log, wall seconds)."""
+    """Train ``m`` on the benchmark; (model, tokenizer, log, wall seconds).
+
+    QLoRA trains with bitsandbytes' paged AdamW where the model is on CUDA, as the paper
+    does, and with the same AdamW as every other method on the CPU (``devices.adamw_kind``).
+    """
     model, tok = fresh(m, seed, device)
     t0 = time.perf_counter()
     log = finetune(model, tok, train_records(noisy), steps=steps, lr=lr or m.lr,
-                   batch_size=BATCH, warmup=WARMUP, seed=seed, device=device)
+                   batch_size=BATCH, warmup=WARMUP, seed=seed, device=device,
+                   paged=m.method == "qlora")
     wall = time.perf_counter() - t0
     for ingredient in m.freeze:         # saved with the rest, still at their identity init
         _parts(model, ingredient).requires_grad_(True)
