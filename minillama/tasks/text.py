@@ -91,8 +91,9 @@ class Mixed(Task):
         return (tok, *mixed_data(tok, self.n_stories, self.n_tasks, self.n_val, self.seed,
                                  self.families))
 
-    def scores(self, model, tok, n: int) -> dict:
+    def scores(self, model, tok, n: int, device="cpu") -> dict:
         records = instruction_data(n, seed=self.seed + 303, families=self.families)
-        plain = greedy_score(model, tok, records, template=task_prompt)["exact_match"]
-        alpaca = greedy_score(model, tok, records)["exact_match"]
+        plain = greedy_score(model, tok, records, device=device,
+                             template=task_prompt)["exact_match"]
+        alpaca = greedy_score(model, tok, records, device=device)["exact_match"]
         return {"task_accuracy_plain": round(plain, 4), "task_accuracy_alpaca": round(alpaca, 4)}
