@@ -51,15 +51,14 @@ instead of a random model (continued pretraining). A recipe's data is a task obj
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-
 import json
 import time
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from .config import CONFIGS, LlamaConfig
 from .checkpoints import save
+from .config import CONFIGS, LlamaConfig
 from .files import atomic_directory
 from .model import Llama
 from .reference import hardware, load_reference, write_card

@@ -12,7 +12,7 @@ from minillama import profiles
 from minillama.config import CONFIGS, LlamaConfig
 from minillama.model import Llama
 from minillama.recipes import RECIPES, get_recipe
-from minillama.tasks import bench, stories_data
+from minillama.tasks import bench, corpus_data, stories_data
 from minillama.train import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")      # conftest.py
@@ -148,3 +148,21 @@ def test_full_bench_trains_its_base_once_and_sweeps_on_it(full_bench, tmp_path, 
     assert set(bench.card_figures(fig)) >= {"forgetting", "test_exact_match"}
     bench.base("cpu")
     assert bench.PROFILE == "cpu" and len(bench.test_records()) == 500
+
+
+@pytest.mark.parametrize("sep", ["<|endoftext|>", "\n\n"])
+def test_a_user_corpus_splits_into_documents_and_trains_a_tokenizer(tmp_path, sep):
+    docs = [f"Story {i}: the cat sat on mat number {i}." for i in range(12)]
+    path = tmp_path / "corpus.txt"
+    path.write_text(sep.join(docs) + sep)
+    tok, train_data, val_data = corpus_data(path, n_train=10, n_val=2, vocab_size=300)
+    assert tok.decode(val_data.tolist(), skip_special=True) == "".join(docs[10:])
+    assert (train_data == tok.bos_id).sum() == 10 and (val_data == tok.eos_id).sum() == 2
+
+
+def test_a_bad_corpus_is_refused_by_name(tmp_path):
+    with pytest.raises(FileNotFoundError, match="MINILLAMA_CORPUS='.*nope.txt': no such file"):
+        corpus_data(tmp_path / "nope.txt", n_train=1, n_val=1)
+    (tmp_path / "short.txt").write_text("one story\n\nanother")
+    with pytest.raises(ValueError, match="2 documents, 5 needed"):
+        corpus_data(tmp_path / "short.txt", n_train=4, n_val=1)

@@ -125,8 +125,13 @@ def method(name: str) -> Method:
 def swept_lrs() -> dict:
     """The chosen rates: the shipped sweep (CPU profile), or in the full profile those swept
     so far on the full base; ``method`` sweeps a missing one first (``sweep``)."""
+    return sweep_record().get("chosen", {})
+
+
+def sweep_record() -> dict:
+    """This profile's sweep file (rule, sizes, every rate's figures, chosen), or {}."""
     path = ADAPTER_DIR / "sweep.json" if PROFILE == "cpu" else _sweep_path()
-    return json.loads(path.read_text())["chosen"] if path.exists() else {}
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 # ----------------------------------------------------------------------------- data
@@ -216,13 +221,13 @@ def measure(model, tok, records=None, device="cpu") -> dict:
 @lru_cache(maxsize=1)
 def base_figures() -> dict:
     """The base model on the test set (forgetting is measured from its plain-form score)."""
-    model, tok, _ = load_reference(_LIVE or BASE, device=_DEVICE)
+    model, tok, _ = load_base(_DEVICE)
     return measure(model, tok, device=_DEVICE)
 
 
 def base_skill(device="cpu") -> dict:
     """The base on ``N_BASE`` unseen problems, plain form vs the Alpaca template."""
-    model, tok, _ = load_reference(_LIVE or BASE, device=device)
+    model, tok, _ = load_base(device)
     fig = measure(model, tok, base_records(), device=device)
     plain_hits = round(fig["plain_exact_match"] * fig["n"])
     return {"n": fig["n"], "plain_exact_match": round(fig["plain_exact_match"], 4),
@@ -234,7 +239,7 @@ def base_skill(device="cpu") -> dict:
 # ----------------------------------------------------------------------------- train
 def fresh(m: Method, seed: int = 0, device="cpu"):
     """(model, tokenizer): the base with ``m`` applied, ready to train."""
-    model, tok, _ = load_reference(_LIVE or BASE, device=device)
+    model, tok, _ = load_base(device)
     if m.method is None:
         return model.requires_grad_(True), tok
     torch.manual_seed(seed)                          # the prompts' and LoRA A's init
@@ -419,6 +424,11 @@ def base(profile: str = "cpu", device="cpu", *, cache=None, base_train: dict | N
         train_recipe(recipe, dest, device=device, n_problems=s.base_problems)
     _LIVE = dest
     return load_reference(dest, device=device)
+
+
+def load_base(device="cpu"):
+    """(model, tokenizer, card): a fresh copy of the base ``base()`` selected, files checked."""
+    return load_reference(_LIVE or BASE, device=device)
 
 
 def _sweep_path() -> Path:
