@@ -42,7 +42,10 @@ test sets.
 
 from __future__ import annotations
 
+import os
+
 PROFILE_NAMES = ("cpu", "full")
+SMOKE_ENV = "MINILLAMA_SMOKE"    # "1": the full column's "smoke" sizes (see settings())
 
 # chapter -> profile -> settings. Model sizes are named: a recipe (recipes.RECIPES) or the
 # benchmark's base, whose parameters the test counts.
@@ -50,12 +53,16 @@ TABLE: dict[str, dict[str, dict]] = {
     "ch04": {   # tokenisers only: training stories and the largest vocabulary
         "cpu": dict(n_train=1000, n_val=200, max_vocab=1024),
         "full": dict(n_train=20000, n_val=1000, max_vocab=4096),
+        "smoke": dict(n_train=1000, n_val=200),
     },
     "ch05": {   # pretraining
-        "cpu": dict(recipe="tiny-stories", steps=300, eval_every=50, log_every=10,
-                    n_train=2000, n_val=200, n_samples=4),
-        "full": dict(recipe="stories-full", steps=4000, eval_every=500, log_every=50,
-                     n_train=100000, n_val=1000, n_samples=16),
+        "cpu": dict(recipe="tiny-stories", steps=300, batch_size=16, eval_every=50,
+                    eval_batches=4, log_every=10, n_train=2000, n_val=200, n_samples=4),
+        "full": dict(recipe="stories-full", steps=4000, batch_size=64, eval_every=500,
+                     eval_batches=16, log_every=50, n_train=100000, n_val=1000,
+                     n_samples=16),
+        "smoke": dict(steps=2, batch_size=2, eval_batches=1, log_every=1, n_train=300,
+                      n_val=50),
     },
     "ch06": {   # dense vs MoE at equal FLOPs per token
         "cpu": dict(dim=64, n_layers=2, hidden_dim=128, n_experts=4, seq_len=64,
@@ -64,20 +71,28 @@ TABLE: dict[str, dict[str, dict]] = {
         "full": dict(dim=256, n_layers=4, hidden_dim=512, n_experts=8, seq_len=256,
                      steps=1500, batch_size=32, lr=2e-3, warmup=100, eval_every=100,
                      eval_batches=16, log_every=20, n_train=20000, n_val=500),
+        "smoke": dict(steps=2, batch_size=2, warmup=1, eval_every=1, eval_batches=1,
+                      log_every=1, n_train=100, n_val=50),
     },
     "bench": {  # ch07-ch15: the PEFT benchmark (tasks/bench.py)
         "cpu": dict(base="peft-base", n_train=2400, n_val=300, n_test=500, n_base=1000,
-                    steps=150, batch=16, warmup=15, base_problems=0),
+                    steps=150, batch=16, warmup=15, base_problems=0, base_train={}),
         "full": dict(base="peft-base-full", n_train=4800, n_val=500, n_test=1000,
-                     n_base=1000, steps=300, batch=16, warmup=30, base_problems=200),
+                     n_base=1000, steps=300, batch=16, warmup=30, base_problems=200,
+                     base_train={}),       # TrainConfig overrides of the base's recipe
+        "smoke": dict(n_train=64, n_val=8, n_test=32, n_base=16, steps=2, batch=4, warmup=1,
+                      base_problems=4, base_train=dict(steps=2, batch_size=2, warmup=1,
+                                                       eval_every=1, eval_batches=1)),
     },
     "ch09": {   # V2's visual prompts on the benchmark's base
         "cpu": dict(n_train=300, n_test=100, steps=150),
         "full": dict(n_train=4000, n_test=400, steps=1500),
+        "smoke": dict(n_train=32, n_test=16, steps=2),
     },
     "ch10": {   # the Excitor's visual prompts on the benchmark's base
         "cpu": dict(n_img=300, img_steps=60, img_batch=8),
         "full": dict(n_img=4000, img_steps=1500, img_batch=16),
+        "smoke": dict(n_img=32, img_steps=2, img_batch=4),
     },
 }
 # The chapters that fine-tune on the benchmark's base (ch11 and ch13 train nothing).
@@ -96,7 +111,12 @@ class Settings(dict):
 
 def settings(chapter: str, profile: str, **overrides) -> Settings:
     """``TABLE[chapter][profile]``, with ``overrides`` (e.g. ``steps=2`` in the tests)
-    replacing known keys; an unknown chapter, profile or key is a ValueError naming it."""
+    replacing known keys; an unknown chapter, profile or key is a ValueError naming it.
+
+    With ``MINILLAMA_SMOKE=1`` the full column takes the row's ``smoke`` sizes (the full
+    models, a step or two, a few records): a smoke run of a full-profile notebook on a
+    CPU, ``PYTHONOPTIMIZE=1`` leaving out the asserts that such a run cannot meet,
+    checks that every full-profile cell runs."""
     if chapter in PEFT_CHAPTERS:
         chapter = "bench"
     if chapter not in TABLE:
@@ -104,8 +124,15 @@ def settings(chapter: str, profile: str, **overrides) -> Settings:
     if profile not in PROFILE_NAMES:
         raise ValueError(f"unknown profile {profile!r}: expected 'cpu' or 'full'")
     out = Settings(TABLE[chapter][profile])
+    if profile == "full" and smoke():
+        out.update(TABLE[chapter].get("smoke", {}))
     bad = sorted(set(overrides) - set(out))
     if bad:
         raise ValueError(f"{chapter}: unknown setting(s) {bad}; known: {', '.join(out)}")
     out.update(overrides)
     return out
+
+
+def smoke() -> bool:
+    """Whether ``MINILLAMA_SMOKE=1`` asks for the full column's smoke sizes."""
+    return os.environ.get(SMOKE_ENV, "").strip() == "1"

@@ -88,7 +88,7 @@ def test_settings_override_without_touching_the_table():
     s = profiles.settings("ch05", "full", steps=2)
     assert s.steps == 2 and profiles.TABLE["ch05"]["full"]["steps"] == 4000
     with pytest.raises(AttributeError, match="no setting 'nope'"):
-        s.nope
+        s.__getattr__("nope")
 
 
 def test_ch05_full_path_trains_the_full_recipe(device):
@@ -166,3 +166,13 @@ def test_a_bad_corpus_is_refused_by_name(tmp_path):
     (tmp_path / "short.txt").write_text("one story\n\nanother")
     with pytest.raises(ValueError, match="2 documents, 5 needed"):
         corpus_data(tmp_path / "short.txt", n_train=4, n_val=1)
+
+
+def test_smoke_sizes_apply_to_the_full_column_only(monkeypatch):
+    monkeypatch.setenv(profiles.SMOKE_ENV, "1")
+    assert profiles.settings("ch05", "full").steps == 2
+    assert profiles.settings("ch05", "cpu").steps == 300
+    assert profiles.settings("ch07", "full").base_train["steps"] == 2
+    assert all(set(row.get("smoke", {})) <= set(row["full"]) for row in profiles.TABLE.values())
+    monkeypatch.setenv(profiles.SMOKE_ENV, "0")
+    assert profiles.settings("ch05", "full").steps == 4000

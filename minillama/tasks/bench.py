@@ -47,7 +47,7 @@ from ..model import Llama
 from ..peft.adapter_v1 import top_layers
 from ..peft.adapter_v2 import BiasScaleLinear
 from ..peft.lora import TARGETS
-from ..profiles import settings
+from ..profiles import settings, smoke
 from ..recipes import get_recipe, train_recipe
 from ..reference import hardware, load_reference, sha256_file, verify
 from .text import MIXED_FAMILIES, SKILL_FAMILIES, task_prompt
@@ -411,12 +411,13 @@ def base(profile: str = "cpu", device="cpu", *, cache=None, base_train: dict | N
     global PROFILE, _LIVE, _CACHE, _DEVICE, N_TRAIN, N_VAL, N_TEST, N_BASE, STEPS, BATCH, WARMUP
     N_TRAIN, N_VAL, N_TEST, N_BASE = s.n_train, s.n_val, s.n_test, s.n_base
     STEPS, BATCH, WARMUP = s.steps, s.batch, s.warmup
-    PROFILE, _LIVE, _CACHE, _DEVICE = profile, None, Path(cache or FULL_DIR), device
+    cache = cache or (FULL_DIR / "smoke" if smoke() else FULL_DIR)    # never mixed up
+    PROFILE, _LIVE, _CACHE, _DEVICE = profile, None, Path(cache), device
     for cached in (_problems, base_figures):
         cached.cache_clear()
     if profile == "cpu":
         return load_reference(s.base, device=device)
-    recipe = get_recipe(s.base, **(base_train or {}))
+    recipe = get_recipe(s.base, **(s.base_train if base_train is None else base_train))
     dest = _CACHE / recipe.name
     card = read_json(dest / "card.json") if (dest / "card.json").is_file() else {}
     if (card.get("recipe"), card.get("steps")) != (recipe.name, recipe.train.steps):
