@@ -24,11 +24,12 @@ T tokens (Kaplan et al., arXiv 2001.08361, attention scores left out), at 30% of
 * ch05: 6 x 32.0M x (4,000 x 64 x 256 = 65.5M tokens) = 1.3e16 FLOP -> ~42 s;
 * the PEFT base, once: 6 x 32.0M x (3,000 x 32 x 256 = 24.6M tokens) = 4.7e15 -> ~16 s;
 * one PEFT run: 300 steps x 16 records x ~64 tokens = 0.31M tokens -> 6e13 FLOP, well
-  under a second of arithmetic; small steps are bound by launch overhead instead,
-  ~10 ms a step -> ~3 s a run, plus ~1 s to score 1,000 test problems twice (one forward
-  pass per batch of 32). A chapter's 10-20 runs and its share of the 24 sweep runs
-  (each swept method is swept once, by the first chapter asking for its rate) stay
-  within ~2-3 minutes;
+  under a second of arithmetic; such small steps are bound by launch overhead instead,
+  ~15 ms a step -> ~5 s a run with scoring (one forward pass per batch of 32 problems).
+  ch07, the heaviest, trains the base (above, ~1-2 minutes at a small model's real
+  efficiency) and 26 runs (its 11 sweep runs, 3 methods, 12 ranks): ~4 minutes; ch08
+  23 runs, ch14 13, the others fewer (each method's grid is swept once, by the first
+  chapter asking for its rate, and cached);
 * ch06: 2 models x 6 x ~2.5M x (1,500 x 32 x 256 = 12.3M tokens) = 3.7e14 -> ~1 s.
 
 Each chapter <= 5 minutes, the course <= 45 minutes, with room for the 3-10x by which
@@ -93,6 +94,24 @@ TABLE: dict[str, dict[str, dict]] = {
         "cpu": dict(n_img=300, img_steps=60, img_batch=8),
         "full": dict(n_img=4000, img_steps=1500, img_batch=16),
         "smoke": dict(n_img=32, img_steps=2, img_batch=4),
+    },
+    # Chapters 16-19 sample and tune the shipped byte-level references in both profiles
+    # (not grown yet, see above): the full column only enlarges their data and test sets.
+    "ch16": {   # DPO on mod-10 chains
+        "cpu": dict(n_pairs=256, n_test=100, n_samples=4, steps=32, batch=8),
+        "full": dict(n_pairs=4096, n_test=1000, n_samples=8, steps=200, batch=32),
+    },
+    "ch17": {   # chain of thought, self-consistency
+        "cpu": dict(n_test=200, n_max=20),
+        "full": dict(n_test=2000, n_max=40),
+    },
+    "ch18": {   # search: rollouts, the value model's steps, lists, beam breadths
+        "cpu": dict(n_rollouts=30, value_steps=2000, n_lists=40, breadths=(1, 5)),
+        "full": dict(n_rollouts=100, value_steps=6000, n_lists=200, breadths=(1, 2, 3, 5)),
+    },
+    "ch19": {   # evaluation: additions, multiple-choice questions, images
+        "cpu": dict(n_problems=200, n_questions=72, n_images=60),
+        "full": dict(n_problems=460, n_questions=1200, n_images=1000),
     },
 }
 # The chapters that fine-tune on the benchmark's base (ch11 and ch13 train nothing).
