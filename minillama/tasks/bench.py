@@ -64,6 +64,7 @@ FULL_DIR = Path(os.environ.get("MINILLAMA_FULL_DIR")
                 or Path(__file__).resolve().parents[2] / "build" / "full")
 PROFILE = "cpu"                  # the benchmark this process measures (set by base())
 _LIVE: Path | None = None        # the full profile's trained base (None: the reference BASE)
+_ID = BASE                       # the base's name (full: and its weights' sha256 prefix)
 _CACHE: Path = FULL_DIR          # where the full profile keeps its base, problems and sweep
 _DEVICE = "cpu"                  # where base() put the base: sweeps and base figures run there
 assert sorted(TRAIN_FAMILIES + HELDOUT_FAMILIES) == sorted(SKILL_FAMILIES)
@@ -404,15 +405,17 @@ def base(profile: str = "cpu", device="cpu", *, cache=None, base_train: dict | N
 
     ``cpu``: the shipped ``peft-base`` reference. ``full``: ``peft-base-full`` from
     ``cache`` (default ``FULL_DIR``), trained there first (``recipes.train_recipe``,
-    written atomically with its card) unless a card of the same recipe and steps is there.
+    written atomically with its card) unless a card of the same recipe, steps and tokens
+    is there.
     ``sizes`` override ``profiles.TABLE["bench"][profile]`` and ``base_train`` the base
     recipe's ``TrainConfig`` (the tests run the full path on a CPU with a few steps)."""
     s = settings("bench", profile, **sizes)
-    global PROFILE, _LIVE, _CACHE, _DEVICE, N_TRAIN, N_VAL, N_TEST, N_BASE, STEPS, BATCH, WARMUP
+    global PROFILE, _LIVE, _ID, _CACHE, _DEVICE
+    global N_TRAIN, N_VAL, N_TEST, N_BASE, STEPS, BATCH, WARMUP
     N_TRAIN, N_VAL, N_TEST, N_BASE = s.n_train, s.n_val, s.n_test, s.n_base
     STEPS, BATCH, WARMUP = s.steps, s.batch, s.warmup
     cache = cache or (FULL_DIR / "smoke" if smoke() else FULL_DIR)    # never mixed up
-    PROFILE, _LIVE, _CACHE, _DEVICE = profile, None, Path(cache), device
+    PROFILE, _LIVE, _ID, _CACHE, _DEVICE = profile, None, BASE, Path(cache), device
     for cached in (_problems, base_figures):
         cached.cache_clear()
     if profile == "cpu":
@@ -420,11 +423,15 @@ def base(profile: str = "cpu", device="cpu", *, cache=None, base_train: dict | N
     recipe = get_recipe(s.base, **(s.base_train if base_train is None else base_train))
     dest = _CACHE / recipe.name
     card = read_json(dest / "card.json") if (dest / "card.json").is_file() else {}
-    if (card.get("recipe"), card.get("steps")) != (recipe.name, recipe.train.steps):
+    t = recipe.train
+    made = (recipe.name, t.steps, t.steps * t.batch_size * t.grad_accum * t.seq_len)
+    if (card.get("recipe"), card.get("steps"), card.get("tokens_seen")) != made:
         print(f"training the {recipe.name} base ({recipe.train.steps} steps) into {dest}")
         train_recipe(recipe, dest, device=device, n_problems=s.base_problems)
     _LIVE = dest
-    return load_reference(dest, device=device)
+    model, tok, card = load_reference(dest, device=device)
+    _ID = f"{recipe.name}-{card['sha256']['model.safetensors'][:12]}"   # sweeps: per weights
+    return model, tok, card
 
 
 def load_base(device="cpu"):
@@ -433,7 +440,7 @@ def load_base(device="cpu"):
 
 
 def _sweep_path() -> Path:
-    return _CACHE / f"sweep-{_LIVE.name if _LIVE else BASE}-{STEPS}x{BATCH}-{N_VAL}.json"
+    return _CACHE / f"sweep-{_ID}-{STEPS}x{BATCH}-{N_VAL}.json"
 
 
 def sweep(name: str, device=None) -> dict:
@@ -459,7 +466,7 @@ def sweep(name: str, device=None) -> dict:
     chosen.update({c: chosen[p] for c, p in PARENT.items() if p in chosen})
     with atomic_file(path) as tmp:
         write_json({"steps": STEPS, "batch": BATCH, "val_records": N_VAL,
-                    "base": _LIVE.name if _LIVE else BASE, "hardware": hardware(),
+                    "base": _ID, "hardware": hardware(),
                     "rule": "best validation exact match (Alpaca template), then lower loss",
                     "results": results, "chosen": chosen}, tmp)
     return chosen
