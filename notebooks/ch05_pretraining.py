@@ -74,7 +74,8 @@ plt.show()
 # of `minillama/profiles.py`.
 
 # %%
-recipe = get_recipe(SIZES.recipe, steps=SIZES.steps, eval_every=SIZES.eval_every,
+recipe = get_recipe(SIZES.recipe, steps=SIZES.steps, batch_size=SIZES.batch_size,
+                    eval_every=SIZES.eval_every, eval_batches=SIZES.eval_batches,
                     log_every=SIZES.log_every, progress=False)
 CORPUS = os.environ.get(CORPUS_ENV, "").strip() if PROFILE == "full" else ""
 if CORPUS:                     # the user's text file (full profile only)

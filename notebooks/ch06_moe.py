@@ -246,12 +246,12 @@ for name in PUBLISHED_MOE + ["llama3.1-405b"]:
 # experts busy.
 
 # %%
-S = profiles.settings("ch06", PROFILE)          # this chapter's row of minillama/profiles.py
-D, L, F_DENSE, E, SEQ = S.dim, S.n_layers, S.hidden_dim, S.n_experts, S.seq_len
-tc = TrainConfig(steps=S.steps, batch_size=S.batch_size, seq_len=SEQ, lr=S.lr, warmup=S.warmup,
-                 eval_every=S.eval_every, eval_batches=S.eval_batches, log_every=S.log_every,
-                 progress=False)
-data_size = dict(n_train=S.n_train, n_val=S.n_val)
+ROW = profiles.settings("ch06", PROFILE)            # this chapter's row of minillama/profiles.py
+D, L, F_DENSE, E, SEQ = ROW.dim, ROW.n_layers, ROW.hidden_dim, ROW.n_experts, ROW.seq_len
+tc = TrainConfig(steps=ROW.steps, batch_size=ROW.batch_size, seq_len=SEQ, lr=ROW.lr,
+                 warmup=ROW.warmup, eval_every=ROW.eval_every, eval_batches=ROW.eval_batches,
+                 log_every=ROW.log_every, progress=False)
+data_size = dict(n_train=ROW.n_train, n_val=ROW.n_val)
 tok, train_tokens, val_tokens = stories_data(**data_size)
 common = dict(dim=D, n_layers=L, n_heads=4, n_kv_heads=2, vocab_size=tok.vocab_size,
               max_seq_len=SEQ)
