@@ -310,6 +310,10 @@ CONFIGS: dict[str, LlamaConfig] = ModelConfigs({c.name: c for c in [
          multiple_of=32, max_seq_len=256),
     _cfg("base", dim=256, n_layers=6, n_heads=8, n_kv_heads=4, vocab_size=512,
          multiple_of=64, max_seq_len=512),
+    # The full profile's size (minillama/profiles.py): 32.0M parameters, 12.5x the 2.56M
+    # `stories` reference, on the course's 512-token BPE vocabulary.
+    _cfg("full", dim=512, n_layers=10, n_heads=8, n_kv_heads=4, vocab_size=512,
+         multiple_of=256, max_seq_len=256),
 ]})
 
 # The dense LLaMA 1-3 models (chapter 2's table) and the Llama 4 mixtures of experts.

@@ -7,7 +7,8 @@ the cell that grades the chapter's exercises.
     result = course.grade("ch01", impl="solutions")   # prints e.g. "32 passed in 5.53s"
 
 ``MINILLAMA_PROFILE`` is ``cpu`` (tiny models, a few minutes per chapter on a laptop) or
-``full`` (the sizes the chapters are written for, on a GPU). Unset or empty, it is ``full``
+``full`` (the sizes the chapters are written for, on a GPU); what each chapter trains in
+either is one row of ``minillama/profiles.py``. Unset or empty, it is ``full``
 where CUDA is available and ``cpu`` otherwise; any other value is refused.
 """
 

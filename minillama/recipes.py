@@ -38,6 +38,12 @@ recipes; their ``card.json`` records the recipe, steps, tokens, losses, hardware
   ``SKILL_FAMILIES`` only, until it answers them in their plain form; never in the Alpaca
   template (the PEFT benchmark's base, ``tasks/bench.py``).
 
+* ``stories-full``, ``peft-base-full`` — the full profile's sizes (``profiles.py``): the
+  ``full`` config (32.0M parameters, 12.5x ``stories``) pretrained on 100,000 stories, and
+  trained from scratch on ``peft-base``'s stories and the same 120,000 skill records
+  (one recipe instead of ``stories`` -> ``mixed`` -> ``peft-base``). Chapters train them
+  live (``train_recipe``); no weights are shipped.
+
 A recipe with ``init_from`` starts from that shipped reference's weights and tokenizer
 instead of a random model (continued pretraining). A recipe's data is a task object
 (``recipe.task``, from ``tasks/``): it builds the data, holds problems out and scores.
@@ -45,11 +51,17 @@ instead of a random model (continued pretraining). A recipe's data is a task obj
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import asdict, dataclass, replace
 
-from .config import LlamaConfig
+import torch
+
+from .checkpoints import save
+from .config import CONFIGS, LlamaConfig
+from .files import atomic_directory
 from .model import Llama
-from .reference import load_reference
+from .reference import hardware, load_reference, write_card
 from .tasks import (
     ADDITION_FORMS,
     MIXED_FAMILIES,
@@ -62,7 +74,7 @@ from .tasks import (
     Stories,
     Task,
 )
-from .train import TrainConfig
+from .train import TrainConfig, train
 
 
 @dataclass
@@ -89,6 +101,8 @@ STORIES_MODEL = LlamaConfig(dim=192, n_layers=6, n_heads=6, n_kv_heads=2, vocab_
 BYTES_MODEL = LlamaConfig(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, vocab_size=259,
                           multiple_of=32, max_seq_len=128, name="arithmetic")
 
+FULL_MODEL = CONFIGS["full"]        # the full profile's size (profiles.py)
+
 # mod10 and its two continuations share a schedule but for its length and warmup.
 MOD10_TRAIN = TrainConfig(batch_size=16, lr=5e-4, log_every=10)
 
@@ -113,6 +127,15 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            Mixed(tokenizer_from="stories", n_stories=8000, n_tasks=120000, n_val=500,
                  families=SKILL_FAMILIES),
            init_from="mixed"),
+    Recipe("stories-full", FULL_MODEL.replace(name="stories-full"),
+           TrainConfig(steps=4000, batch_size=64, seq_len=256, lr=1.5e-3, warmup=200,
+                       eval_every=500, eval_batches=16),
+           Stories(n_train=100000, n_val=1000)),
+    Recipe("peft-base-full", FULL_MODEL.replace(name="peft-base-full"),
+           TrainConfig(steps=3000, batch_size=32, seq_len=256, lr=1e-3, warmup=100,
+                       eval_every=500, eval_batches=16),
+           Mixed(tokenizer_from="stories", n_stories=20000, n_tasks=120000, n_val=500,
+                 families=SKILL_FAMILIES)),
     Recipe("tiny-stories",
            LlamaConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=512,
                        multiple_of=32, max_seq_len=128, name="tiny-stories"),
@@ -167,3 +190,38 @@ def initial_model(recipe: Recipe) -> Llama:
                              f"{recipe.init_from} reference it continues from")
         model.load_state_dict(start.float().state_dict())
     return model
+
+
+def train_recipe(recipe: Recipe, dest, device="cpu", n_problems: int = 200) -> dict:
+    """Train a stream ``recipe`` from its initial model and write it to ``dest`` as a
+    reference checkpoint (model, tokenizer, card with the sha256 of each file), which
+    ``load_reference(dest)`` loads. ``dest`` appears whole or not at all. The card records
+    the recipe, steps, tokens, validation loss, the task's scores on ``n_problems`` unseen
+    problems (0: none), hardware and wall time. Returns the card."""
+    if recipe.task.supervised:
+        raise ValueError(f"train_recipe: recipe {recipe.name} is supervised; train it with "
+                         f"`python -m minillama train --recipe {recipe.name}`")
+    torch.manual_seed(recipe.train.seed)
+    tok, train_data, val_data = build_data(recipe)
+    model = initial_model(recipe)
+    t0 = time.perf_counter()
+    log = train(model, train_data, recipe.train, val_data=val_data, device=device)
+    wall = time.perf_counter() - t0
+    model.eval()
+    cfg = recipe.train
+    scores = recipe.task.scores(model, tok, n_problems, device=device) if n_problems else {}
+    with atomic_directory(dest, replaces=("*",)) as tmp:
+        save(model.float().cpu(), tmp / "w")
+        for f in (tmp / "w").iterdir():
+            f.rename(tmp / f.name)
+        (tmp / "w").rmdir()
+        tok.save(tmp / "tokenizer.json")
+        (tmp / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+        card = write_card(tmp, recipe=recipe.name, steps=cfg.steps,
+                          tokens_seen=cfg.steps * cfg.batch_size * cfg.grad_accum * cfg.seq_len,
+                          parameters=sum(p.numel() for p in model.parameters()),
+                          val_loss=round(log[-1]["val_loss"], 4), **scores,
+                          device=str(device), hardware=hardware(), wall_time_s=round(wall, 1),
+                          torch=torch.__version__)
+    model.to(device)
+    return card

@@ -32,7 +32,7 @@ import matplotlib.pyplot as plt
 import torch
 
 import minillama.tokenizer
-from minillama import CONFIGS, count_parameters, course
+from minillama import CONFIGS, count_parameters, course, profiles
 from minillama.data import (
     expression_problems,
     format_example,
@@ -44,8 +44,8 @@ from minillama.tokenizer import ByteTokenizer, Tokenizer
 from minillama.tokenizer_llama2c import Llama2cTokenizer
 
 PROFILE = course.setup().profile
-N_TRAIN, N_VAL = (1000, 200) if PROFILE == "cpu" else (20000, 1000)
-MAX_VOCAB = 1024 if PROFILE == "cpu" else 4096
+SIZES = profiles.settings("ch04", PROFILE)      # this chapter's row of minillama/profiles.py
+N_TRAIN, N_VAL, MAX_VOCAB = SIZES.n_train, SIZES.n_val, SIZES.max_vocab
 T_START = time.perf_counter()
 print(f"profile={PROFILE}: {N_TRAIN} training stories, vocabularies up to {MAX_VOCAB}")
 

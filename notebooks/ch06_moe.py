@@ -35,6 +35,7 @@ from minillama import (
     count_parameters,
     course,
     kv_cache_bytes_per_token,
+    profiles,
 )
 from minillama.attention import attention_temperature, causal_mask
 from minillama.config import PUBLISHED_MOE
@@ -245,16 +246,12 @@ for name in PUBLISHED_MOE + ["llama3.1-405b"]:
 # experts busy.
 
 # %%
-if PROFILE == "cpu":
-    D, L, F_DENSE, E, SEQ = 64, 2, 128, 4, 64
-    tc = TrainConfig(steps=240, batch_size=16, seq_len=SEQ, lr=3e-3, warmup=20, eval_every=30,
-                     eval_batches=4, log_every=10, progress=False)
-    data_size = dict(n_train=1500, n_val=100)
-else:
-    D, L, F_DENSE, E, SEQ = 256, 4, 512, 8, 256
-    tc = TrainConfig(steps=1500, batch_size=32, seq_len=SEQ, lr=2e-3, warmup=100,
-                     eval_every=100, eval_batches=16, log_every=20, progress=False)
-    data_size = dict(n_train=20000, n_val=500)
+ROW = profiles.settings("ch06", PROFILE)            # this chapter's row of minillama/profiles.py
+D, L, F_DENSE, E, SEQ = ROW.dim, ROW.n_layers, ROW.hidden_dim, ROW.n_experts, ROW.seq_len
+tc = TrainConfig(steps=ROW.steps, batch_size=ROW.batch_size, seq_len=SEQ, lr=ROW.lr,
+                 warmup=ROW.warmup, eval_every=ROW.eval_every, eval_batches=ROW.eval_batches,
+                 log_every=ROW.log_every, progress=False)
+data_size = dict(n_train=ROW.n_train, n_val=ROW.n_val)
 tok, train_tokens, val_tokens = stories_data(**data_size)
 common = dict(dim=D, n_layers=L, n_heads=4, n_kv_heads=2, vocab_size=tok.vocab_size,
               max_seq_len=SEQ)

@@ -33,9 +33,13 @@
 # a few steps to show the mechanics, then loads the adapters the benchmark ships
 # (`minillama/adapters/`, each trained by `scripts/train_adapters.py` and checked by
 # sha256) and re-measures them on the whole test set. `full` (the default on CUDA)
-# trains every method live on the same budget and sweeps the rank.
+# trains its own base, 12.5 times the size (`bench.base`, cached in `build/full/` for
+# the later chapters), sweeps each method's learning rate on it, trains every method
+# live on 1,000 test problems and sweeps the rank. The figures quoted in the text are
+# the CPU profile's; the cells assert them there, and the general claims in both.
 
 # %%
+import copy
 import os
 import statistics
 import tempfile
@@ -52,7 +56,6 @@ from minillama.data import format_prompt
 from minillama.files import read_json
 from minillama.finetune import generate_answers
 from minillama.peft.lora import TARGETS, LoRALinear, lora_scale
-from minillama.reference import load_reference
 from minillama.tasks import bench, task_text
 
 PROFILE, DEVICE = course.setup()
@@ -143,7 +146,7 @@ assert round(counts[8, 2] * 2 / 1e6) == 8 and round(total_7b * 2 / 1e9) == 13
 # Alpaca template the methods are tuned on.
 
 # %%
-base, tok, card = load_reference(bench.BASE, device=DEVICE)
+base, tok, card = bench.base(PROFILE, DEVICE)     # full profile: trained on first use
 n_base = sum(p.numel() for p in base.parameters())
 print(f"base: {card['recipe']}, {n_base:,} parameters, {base.cfg.n_layers} blocks of dim "
       f"{base.cfg.dim}, vocabulary {tok.vocab_size}")
@@ -155,11 +158,14 @@ print("\n--- the Alpaca form we fine-tune on ---\n" + format_prompt(example) + e
 # %% [markdown]
 # `adapters/base.json` holds the base's skill on 1,000 problems it never saw in
 # pretraining (`bench.base_skill()` measures it; `tests/test_peft_thresholds.py` checks
-# the file against a fresh measurement). Asked plainly, the base answers at least 85%
+# the file against a fresh measurement; the full profile measures its own base here). Asked plainly, the base answers at least 85%
 # of them; asked the same problems in the Alpaca template, at least 60 points fewer.
 
 # %%
-skill = read_json(bench.ADAPTER_DIR / "base.json")
+if PROFILE == "cpu":
+    skill = read_json(bench.ADAPTER_DIR / "base.json")
+else:
+    skill = bench.base_skill(DEVICE)
 print(f"base on {skill['n']:,} unseen problems (exact match, 95% interval):")
 print(f"  plain form       {skill['plain_exact_match']:6.1%}  "
       f"[{skill['plain_ci95'][0]:.1%}, {skill['plain_ci95'][1]:.1%}]")
@@ -203,7 +209,8 @@ assert len(test_set) >= 500 and not set(bench.HELDOUT_FAMILIES) & {
 # it runs only the warmup, 15 steps. The learning rate during warmup does not depend on
 # how many steps follow, and the batches come in the same order, so these 15 steps are
 # the first 15 of the shipped `lora-qv` adapter's run: the live losses retrace the ones
-# its card logged (a different thread count can change the last digits).
+# its card logged (a different thread count can change the last digits). The full
+# profile's base has no shipped run to retrace; there the loss must fall.
 
 # %%
 LIVE = bench.WARMUP
@@ -213,11 +220,12 @@ live_loss = [r["loss"] for r in live_log]
 logged = shipped_card["train_loss"][:LIVE]
 B = live.layers[0].attention.wq.lora_B
 print(f"{LIVE} steps in {live_wall:.1f} s; response loss {live_loss[0]:.3f} -> {live_loss[-1]:.3f}")
-print(f"the shipped run's card, same steps: {logged[0]:.3f} -> {logged[-1]:.3f}; largest "
-      f"difference {max(abs(a - b) for a, b in zip(live_loss, logged)):.4f}")
+if PROFILE == "cpu":
+    print(f"the shipped run's card, same steps: {logged[0]:.3f} -> {logged[-1]:.3f}; largest "
+          f"difference {max(abs(a - b) for a, b in zip(live_loss, logged)):.4f}")
+    assert max(abs(a - b) for a, b in zip(live_loss, logged)) < 0.01
 print(f"B of block 0's wq left zero: |B| max = {B.abs().max():.3f}")
-assert max(abs(a - b) for a, b in zip(live_loss, logged)) < 0.01
-assert B.abs().max() > 0
+assert B.abs().max() > 0 and live_loss[-1] < live_loss[0]
 
 fig, ax = plt.subplots(figsize=(7, 3.2))
 ax.plot(range(1, len(shipped_card["train_loss"]) + 1), shipped_card["train_loss"],
@@ -304,9 +312,9 @@ if PROFILE == "cpu":          # the shipped adapters' figures quoted above
 forget = {n: base_fig["plain_exact_match"] - figures[n]["plain_exact_match"] for n in NAMES}
 print("forgetting (points of plain-form exact match):",
       {n: round(100 * v, 1) for n, v in forget.items()})
-assert max(forget, key=forget.get) == "lora-qv"
-assert forget["lora-qv"] > forget["lora-all"] > forget["full"]
-if PROFILE == "cpu":
+if PROFILE == "cpu":          # one seed and one rate each: the shipped adapters' run
+    assert max(forget, key=forget.get) == "lora-qv"
+    assert forget["lora-qv"] > forget["lora-all"] > forget["full"]
     assert [round(100 * forget[n], 1) for n in ("lora-qv", "full", "lora-all")] == [36.8, 19.0, 20.6]
 
 # %% [markdown]
@@ -320,7 +328,8 @@ for fam in families:
           + f"{base_fig['plain_per_family'][fam]:12.0%}")
 
 # %% [markdown]
-# On the five tuned families all three reach 79% to 100% in the template. The two
+# In the CPU profile, on the five tuned families all three reach 79% to 100% in the
+# template. The two
 # held-out families lag far behind what the base does with them plainly (89% and 100%):
 # `min_list` 31% to 34%, `capitalize` 48% to 71%. The template transfers to skills never
 # tuned on only in part (chapter 15 looks at what the misses are).
@@ -330,9 +339,10 @@ tuned_min = min(figures[n]["per_family"][f] for n in NAMES for f in bench.TRAIN_
 print(f"tuned families: lowest {tuned_min:.0%}; held out: " + ", ".join(
     f"{f} {min(figures[n]['per_family'][f] for n in NAMES):.0%}-"
     f"{max(figures[n]['per_family'][f] for n in NAMES):.0%}" for f in bench.HELDOUT_FAMILIES))
-assert tuned_min >= 0.78
-assert all(figures[n]["per_family"][f] < base_fig["plain_per_family"][f] - 0.25
-           for n in NAMES for f in bench.HELDOUT_FAMILIES)
+if PROFILE == "cpu":                    # the shipped adapters' figures quoted above
+    assert tuned_min >= 0.78
+    assert all(figures[n]["per_family"][f] < base_fig["plain_per_family"][f] - 0.25
+               for n in NAMES for f in bench.HELDOUT_FAMILIES)
 
 # %% [markdown]
 # A few answers, generated greedily (token by token, stopping at EOS) by LoRA on
@@ -348,13 +358,14 @@ for record, answer in zip(sample, answers):
 wrong = {r["family"] for r, a in zip(sample, answers) if a != r["output"]}
 
 # %% [markdown]
-# The five tuned families are answered right; both misses are in the held-out families,
-# as the table predicts: the second-smallest number for `min_list`, and `'Tiger Tiger'`
+# In the CPU profile the five tuned families are answered right; both misses are in the
+# held-out families, as the table predicts: the second-smallest number for `min_list`, and `'Tiger Tiger'`
 # (a word dropped, another repeated) for `capitalize`.
 
 # %%
 print("wrong:", sorted(wrong))
-assert wrong == set(bench.HELDOUT_FAMILIES)
+if PROFILE == "cpu":                    # one problem per family: the shipped adapter's answers
+    assert wrong == set(bench.HELDOUT_FAMILIES)
 
 # %% [markdown]
 # ## 6. Merging: the base model's forward pass
@@ -407,7 +418,10 @@ def forward_times(models, tokens, repeats):
     return times
 
 
-unmerged_model = bench.load_adapter("lora-all", device=DEVICE, check=False)[0]
+if PROFILE == "cpu":                    # the shipped adapter, as trained
+    unmerged_model = bench.load_adapter("lora-all", device=DEVICE, check=False)[0]
+else:                                   # the live one, its update taken out again
+    unmerged_model = P.unmerge(copy.deepcopy(lora_model))
 contestants = {"base": base, "unmerged": unmerged_model, "merged": lora_model}
 REPEATS = {1: 60, 4: 20, 16: 10} if PROFILE == "cpu" else {1: 100, 16: 100, 256: 100}
 speed = {}
@@ -460,7 +474,7 @@ def weight(model, i, name):
 
 full = models["full"]
 fig, ax = plt.subplots(figsize=(7, 3.5))
-top8 = {}
+top8, n_dirs = {}, {}
 for name in ["wq", "wv", "w2"]:
     curves = []
     for i in range(base.cfg.n_layers):
@@ -468,7 +482,7 @@ for name in ["wq", "wv", "w2"]:
         curves.append((s.square().cumsum(0) / s.square().sum()).tolist())
     mean = [sum(c[k] for c in curves) / len(curves) for k in range(len(curves[0]))]
     ax.plot(range(1, len(mean) + 1), mean, label=name)
-    top8[name] = mean[7]
+    top8[name], n_dirs[name] = mean[7], len(mean)
     print(f"{name}: top 8 of {len(mean)} singular directions carry {mean[7]:.0%} of the update")
 ax.set_xscale("log")
 ax.set_xlabel("rank r")
@@ -479,8 +493,8 @@ plt.show()
 
 # %% [markdown]
 # The update full fine-tuning makes is far from spread evenly: in $W_q$ and $W_v$ the top
-# 8 singular directions carry 70% and 75% of its energy, against the 8/192 = 4% and
-# 8/64 = 12.5% an evenly spread update would put there. But it is not rank 8 either: a
+# 8 singular directions carry 70% and 75% of its energy (CPU profile), against the
+# 8/192 = 4% and 8/64 = 12.5% an evenly spread update would put there. But it is not rank 8 either: a
 # rank-8 LoRA could represent at most those fractions, and for the feed-forward $W_2$
 # less than half (46%). LoRA q,v still reached 99% of full fine-tuning's exact match:
 # the task needs only part of the change full fine-tuning happens to make.
@@ -488,7 +502,7 @@ plt.show()
 # %%
 print({k: f"{v:.0%}" for k, v in top8.items()})
 assert top8["wq"] >= 0.6 and top8["wv"] >= 0.6 and top8["w2"] < 0.5
-assert top8["wq"] > 8 * 8 / 192 and top8["wv"] > 4 * 8 / 64
+assert top8["wq"] > 8 * 8 / n_dirs["wq"] and top8["wv"] > 4 * 8 / n_dirs["wv"]
 if PROFILE == "cpu":
     assert [round(100 * top8[k]) for k in ("wq", "wv", "w2")] == [70, 75, 46]
 
@@ -557,7 +571,7 @@ adapted = models["lora-qv"].cpu()
 probe = probe[:8].cpu()
 work = tempfile.TemporaryDirectory()
 hf_dir, adapter_dir = os.path.join(work.name, "base-hf"), os.path.join(work.name, "lora")
-minillama.save(load_reference(bench.BASE)[0], hf_dir, format="hf")
+minillama.save(bench.load_base()[0], hf_dir, format="hf")
 P.save(adapted, adapter_dir, format="peft", base_model_name_or_path=hf_dir)
 print(sorted(os.listdir(adapter_dir)),
       f"{os.path.getsize(os.path.join(adapter_dir, 'adapter_model.safetensors')):,} bytes")
@@ -572,7 +586,7 @@ assert gap < 1e-3
 
 # the minillama format round-trips onto a fresh base, and refuses a different one
 P.save(adapted, adapter_dir)
-reloaded = P.load(load_reference(bench.BASE)[0], adapter_dir)
+reloaded = P.load(bench.load_base()[0], adapter_dir)
 with torch.no_grad():
     same = torch.equal(reloaded(probe), ours_logits)
 print("reloaded == trained:", same)

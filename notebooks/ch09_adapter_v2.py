@@ -38,8 +38,10 @@
 # them live on the test set (V2 and V2 without bias/scale) and reads the other two from
 # their cards, and trains the toy multimodal model live for a hundred and fifty small
 # steps; the notebook prints its wall time at the end. `full` (the
-# default on CUDA) trains the four benchmark variants live and trains the multimodal model
-# on more images for ten times longer.
+# default on CUDA) trains the four benchmark variants live on its own base, 12.5 times the
+# size (`bench.base`), and trains the multimodal model on more images for ten times
+# longer (`minillama/profiles.py`). The figures the text quotes are the CPU profile's; the
+# cells assert them there, and in the full profile what the text claims in general.
 
 # %%
 import time
@@ -51,17 +53,18 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from minillama import CONFIGS, Llama, course
+from minillama import CONFIGS, Llama, course, profiles
 from minillama import peft as P
 from minillama.data import caption_accuracy, toy_images, vision, vqa_accuracy
 from minillama.finetune import IGNORE, greedy_score, sft_batch, sft_tokens
 from minillama.metrics import wilson_interval
 from minillama.peft.adapter_v1 import PromptAttention
 from minillama.peft.adapter_v2 import BiasScaleLinear, joint_parameter_groups, visual_modules
-from minillama.reference import load_reference
 from minillama.tasks import bench
 
 PROFILE, DEVICE = course.setup()
+bench.base(PROFILE, DEVICE)          # this profile's benchmark (full: its base, trained once)
+SIZES = profiles.settings("ch09", PROFILE)
 T0 = time.perf_counter()
 print(f"profile={PROFILE} device={DEVICE}")
 
@@ -147,7 +150,7 @@ VARIANTS = {"adapter-v2": "V2: bias/scale + norms + prompts",
             "adapter-v2-no-norms": "without trainable norms",
             "adapter-v2-no-prompts": "without prompts"}
 test = bench.test_records()
-n_base = sum(p.numel() for p in load_reference(bench.BASE)[0].parameters())
+n_base = sum(p.numel() for p in bench.load_base()[0].parameters())
 LIVE = ("adapter-v2", "adapter-v2-no-bias-scale")    # CPU profile: re-measured from the files
 rows, losses, source = {}, {}, {}
 for name in VARIANTS:
@@ -214,7 +217,7 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# One ingredient does the work at this budget: **bias/scale**. Without it exact match falls
+# In the CPU profile one ingredient does the work at this budget: **bias/scale**. Without it exact match falls
 # from V2's 70.8% to 41.6% (the two intervals are far apart), and on the two held-out
 # families from 42.7% to 23.3%. The other two removals cannot be told from the full V2 on
 # this test set: with the norms frozen the ablation scores 72.4%, *above* V2's 70.8%, and
@@ -230,13 +233,14 @@ nobs = rows["adapter-v2-no-bias-scale"]
 print(f"plain-form exact match: V2 {full['plain_exact_match']:.1%} "
       f"[{full['plain_ci95'][0]:.1%}, {full['plain_ci95'][1]:.1%}], without bias/scale "
       f"{nobs['plain_exact_match']:.1%} [{nobs['plain_ci95'][0]:.1%}, {nobs['plain_ci95'][1]:.1%}]")
-assert verdicts == {"adapter-v2-no-bias-scale": "costs", "adapter-v2-no-norms": "cannot tell",
-                    "adapter-v2-no-prompts": "cannot tell"}
-assert nobs["heldout_families_exact_match"] < full["heldout_families_exact_match"]
-assert nobs["plain_ci95"][0] > full["plain_ci95"][1]          # forgets less, intervals apart
-assert min(VARIANTS, key=lambda n: rows[n]["test_exact_match"]) == "adapter-v2-no-bias-scale"
-assert max(VARIANTS, key=lambda n: rows[n]["plain_exact_match"]) == "adapter-v2-no-bias-scale"
 if PROFILE == "cpu":                                         # the shipped cards' figures
+    assert verdicts == {"adapter-v2-no-bias-scale": "costs",
+                        "adapter-v2-no-norms": "cannot tell",
+                        "adapter-v2-no-prompts": "cannot tell"}
+    assert nobs["heldout_families_exact_match"] < full["heldout_families_exact_match"]
+    assert nobs["plain_ci95"][0] > full["plain_ci95"][1]      # forgets less, intervals apart
+    assert min(VARIANTS, key=lambda n: rows[n]["test_exact_match"]) == "adapter-v2-no-bias-scale"
+    assert max(VARIANTS, key=lambda n: rows[n]["plain_exact_match"]) == "adapter-v2-no-bias-scale"
     assert [round(100 * rows[n]["test_exact_match"], 1) for n in VARIANTS] == [70.8, 41.6, 72.4, 68.8]
     assert (round(100 * full["plain_exact_match"], 1), round(100 * nobs["plain_exact_match"], 1)) == (77.2, 92.4)
     assert (round(100 * full["forgetting"], 1), round(100 * nobs["forgetting"], 1)) == (18.2, 3.0)
@@ -248,7 +252,7 @@ if PROFILE == "cpu":                                         # the shipped cards
 # biases away from 0, the norm gains away from the base's, the gates away from 0.
 
 # %%
-base_model = load_reference(bench.BASE, device=DEVICE)[0]
+base_model = bench.load_base(DEVICE)[0]
 wrappers = [m for m in v2.modules() if isinstance(m, BiasScaleLinear)]
 scale_move = max((m.scale - 1).abs().max().item() for m in wrappers)
 bias_move = max(m.bias.abs().max().item() for m in wrappers)
@@ -269,17 +273,17 @@ assert max(g.abs().max().item() for g in gates) > 0.01
 # V2's image path is tested on its own small task. The base is the benchmark's: with
 # `visual_dim`, the first `visual_layers` blocks get a `VisualPromptAttention` (prompts
 # plus projected image features) and the top `layers` blocks ordinary prompts; the two
-# sets of blocks must not overlap. Our model has six blocks: the image goes into the first
-# three, the static prompts into the last three.
+# sets of blocks must not overlap. The image goes into the first three blocks, the static
+# prompts into the others (the last three of the CPU profile's six).
 
 # %%
-base, tok, card = load_reference(bench.BASE, device=DEVICE)
+base, tok, card = bench.load_base(DEVICE)
 print(f"base: {card['recipe']}, {n_base:,} parameters, {base.cfg.n_layers} blocks")
 PATCHES, VISUAL_DIM, VISUAL_LAYERS = 16, 64, 3    # prompt_len = one prompt per image patch
 LATE = base.cfg.n_layers - VISUAL_LAYERS
 
 torch.manual_seed(0)           # this section's draws, whatever ran before
-model, _, _ = load_reference(bench.BASE, device=DEVICE)
+model, _, _ = bench.load_base(DEVICE)
 P.apply(model, "adapter_v2", prompt_len=PATCHES, layers=LATE, visual_dim=VISUAL_DIM,
         visual_layers=VISUAL_LAYERS)
 for i, layer in enumerate(model.layers):
@@ -317,7 +321,7 @@ assert text_only == 0 and with_image == 0
 # patches. A *blank* image is all zeros, through the same encoder and standardisation.
 
 # %%
-N_TRAIN, N_TEST, STEPS = (300, 100, 150) if PROFILE == "cpu" else (4000, 400, 1500)
+N_TRAIN, N_TEST, STEPS = SIZES.n_train, SIZES.n_test, SIZES.steps
 images, records = toy_images(N_TRAIN, seed=0)
 test_images, test_records = toy_images(N_TEST, seed=1)
 encoder = nn.Conv2d(3, VISUAL_DIM, kernel_size=8, stride=8).requires_grad_(False).to(DEVICE)
@@ -557,7 +561,7 @@ for text, rec in list(zip(describe(model, test_feats, len(test_records)), test_r
 # random draws of the prompts and the encoder; the four-question gap is the figure to
 # read, one training run with the 95% interval printed above. The path is narrow (a
 # projection and three blocks' prompts under a frozen model, trained on the number of
-# image-text batches printed above). Captions are where the image does *not* help here:
+# image-text batches printed above). Captions are where the image does *not* help here (CPU profile):
 # a caption needs every word right, and with the image the model writes no more exact
 # captions than the majority guess does (the caption column above; the greedy captions
 # show how far they get), so we claim nothing for the image on captions.
@@ -571,11 +575,13 @@ strong = {c for c in ("colour", "shape", "where", "size")
 print("questions with the image >= 20 points above both blindfolded rows:", sorted(strong))
 assert all(abs(v - majority["all"]) < 0.05 for v in blind_rows)
 assert min(gaps[b]["all four"] for b in gaps) >= 0.20
-assert 0 < len(strong) < 4
+if PROFILE == "cpu":                  # which questions clear 20 points: this run's draws
+    assert 0 < len(strong) < 4
 assert all(gaps[b][c] > 0 for b in gaps for c in ("colour", "shape", "where", "size"))
 print(f"caption exact match: with the image {seen['caption']:.0%}, majority guess "
       f"{majority['caption']:.0%}")
-assert seen["caption"] <= majority["caption"] + 0.02
+if PROFILE == "cpu":                  # 150 steps: no caption learnt (the full profile may)
+    assert seen["caption"] <= majority["caption"] + 0.02
 
 # %% [markdown]
 # ## 6. Merging

@@ -30,7 +30,8 @@
 # | the benchmark, the shipped adapters and their cards | `minillama/tasks/bench.py` |
 # | toy images with captions and questions | `minillama/data/vision.py` |
 #
-# The base is the PEFT benchmark's (`bench.BASE`, the `peft-base` reference, chapter 7):
+# The base is the PEFT benchmark's (`bench.base`: the `peft-base` reference, chapter 7;
+# in the full profile `peft-base-full`, trained once):
 # a model that has mastered seven task families in the plain form of its pretraining
 # text (`...\nAnswer:\n...`) and almost never answers them in the Alpaca template.
 # Fine-tuning has to teach it the format, which for the Excitor means learning where to
@@ -40,8 +41,12 @@
 # live for 20 steps to show the mechanics, evaluates the *shipped* adapters
 # (`minillama/adapters/`, trained by `scripts/train_adapters.py` on the benchmark's full
 # budget) on the 500-record test set, and trains the visual variant briefly; `full` (the
-# default on CUDA) trains the six noisy-label runs live and the visual variant for longer.
-# The last code cell before the exercises prints the wall time.
+# default on CUDA) trains the six noisy-label runs live on its own base, 12.5 times the
+# size (`bench.base`), and the visual variant for longer (`minillama/profiles.py`). The
+# figures the text quotes are the CPU profile's; the cells assert them there, and in the
+# full profile the general claims only (the full profile prints whether the claim fixed
+# in advance holds on its base). The last code cell before the exercises prints the wall
+# time.
 
 # %%
 import math
@@ -53,7 +58,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from minillama import CONFIGS, Llama, course
+from minillama import CONFIGS, Llama, course, profiles
 from minillama import peft as P
 from minillama.attention import attend_explicit, causal_mask, repeat_kv
 from minillama.data import format_prompt, toy_images
@@ -62,7 +67,6 @@ from minillama.files import read_json
 from minillama.finetune import generate_answers, sft_batch, sft_tokens
 from minillama.metrics import wilson_interval
 from minillama.peft.excitor import reconstructed_keys
-from minillama.reference import load_reference
 from minillama.rope import apply_rotary_emb
 from minillama.tasks import bench
 
@@ -100,7 +104,7 @@ assert torch.allclose(weights.sum(-1), torch.ones(M), atol=1e-4) and (weights > 
 # than the fused kernel):
 
 # %%
-base, tok, card = load_reference(bench.BASE, device=DEVICE)
+base, tok, card = bench.base(PROFILE, DEVICE)     # full profile: trained on first use
 n_base = sum(p.numel() for p in base.parameters())
 print(f"base: {card['recipe']}, {n_base:,} parameters, {base.cfg.n_layers} blocks, "
       f"{base.cfg.n_heads} heads")
@@ -264,7 +268,7 @@ print("Excitor's forgetting interval entirely below LoRA's, per seed:", below)
 EXCITOR_FORGETS_LESS = all(below)
 
 # %% [markdown]
-# **Forgetting: the claim holds.** On every seed the Excitor's forgetting interval lies
+# **Forgetting: the claim holds** (CPU profile). On every seed the Excitor's forgetting interval lies
 # entirely below LoRA's. The Excitor trained on noisy labels loses 7.4, 8.2 and 12.0
 # points of the base's plain-form skill; LoRA q,v loses 53.4, 52.6 and 61.4 points, more
 # than half of it. Changing only where the frozen attention looks leaves the base's own
@@ -282,20 +286,25 @@ EXCITOR_FORGETS_LESS = all(below)
 
 # %%
 print(f"the forgetting claim holds: {EXCITOR_FORGETS_LESS}")
-assert EXCITOR_FORGETS_LESS
 apart = [figures[NAMES[EXCITOR.name, s]]["ci95"][1] < figures[NAMES[LORA.name, s]]["ci95"][0]
          for s in bench.SEEDS]
 print("Excitor's exact-match interval entirely below LoRA's, per seed:", apart)
-assert all(apart)
-clean = bench.adapter_card("excitor")                          # sha256-checked card
-base_skill = read_json(bench.ADAPTER_DIR / "base.json")
+if PROFILE == "cpu":
+    clean = bench.adapter_card("excitor")                      # sha256-checked card
+    base_skill = read_json(bench.ADAPTER_DIR / "base.json")
+else:                                                          # the same, live on this base
+    clean = bench.card_figures(bench.measure(bench.run(EXCITOR, device=DEVICE)[0], tok,
+                                             device=DEVICE))
+    base_skill = bench.base_skill(DEVICE)
 print(f"Excitor on clean data (card): {clean['test_exact_match']:.1%} "
       f"[{clean['ci95'][0]:.1%}, {clean['ci95'][1]:.1%}]; "
       f"base in the template {base_skill['alpaca_exact_match']:.1%} on {base_skill['n']} "
       f"problems; base + 50 points = {base_skill['alpaca_exact_match'] + 0.50:.1%}")
-assert clean["test_exact_match"] < base_skill["alpaca_exact_match"] + 0.50   # target fails
-assert all(figures[NAMES[EXCITOR.name, s]]["test_exact_match"] < clean["test_exact_match"]
-           for s in bench.SEEDS)
+if PROFILE == "cpu":                         # the shipped adapters, as quoted above
+    assert EXCITOR_FORGETS_LESS and all(apart)
+    assert clean["test_exact_match"] < base_skill["alpaca_exact_match"] + 0.50  # target fails
+    assert all(figures[NAMES[EXCITOR.name, s]]["test_exact_match"] < clean["test_exact_match"]
+               for s in bench.SEEDS)
 
 # %% [markdown]
 # ## 5. Attention maps before and after
@@ -385,7 +394,8 @@ for record, answer in zip(sample, generate_answers(tuned, tok, sample, max_new_t
     print(f"{'ok ' if answer.strip() == record['output'] else '   '}{record['family']:12s} "
           f"{record['instruction'][:38]!r:42s} -> {answer!r}")
 print(f"{right} of {len(sample)} exactly right")
-assert oks == ["max_list"]
+if PROFILE == "cpu":                         # the shipped adapter's answers
+    assert oks == ["max_list"]
 
 # %% [markdown]
 # One of the seven answers is right (`max_list`); several others are well-formed
@@ -410,7 +420,8 @@ assert oks == ["max_list"]
 # all of the loss on what the image should tell.)
 
 # %%
-N_IMG, IMG_STEPS, IMG_BATCH = (300, 60, 8) if PROFILE == "cpu" else (4000, 1500, 16)
+SIZES = profiles.settings("ch10", PROFILE)
+N_IMG, IMG_STEPS, IMG_BATCH = SIZES.n_img, SIZES.img_steps, SIZES.img_batch
 images, records = toy_images(N_IMG, seed=0)
 test_images, test_records = toy_images(60, seed=1)
 torch.manual_seed(0)
@@ -434,7 +445,7 @@ test_questions = [{"instruction": ASK, "input": "", "output": r["attributes"]["c
 print(f"{len(questions)} training images, {len(test_questions)} test images, "
       f"{len(COLOURS)} colours: chance is {1 / len(COLOURS):.0%}")
 
-seeing, _, _ = load_reference(bench.BASE, device=DEVICE)
+seeing, _, _ = bench.load_base(DEVICE)
 P.apply(seeing, "excitor", prompt_len=PROMPT_LEN, layers=LAYERS, rank=RANK, visual_dim=64)
 print(f"visual Excitor: {P.trainable_parameters(seeing):,} trainable")
 

@@ -35,8 +35,10 @@
 # **Profiles.** `MINILLAMA_PROFILE=cpu` (the default without a GPU) trains QLoRA live
 # for a few steps to show the mechanics, then loads the benchmark's shipped `qlora` and
 # `lora-qv` adapters (sha256-checked) and re-measures both on the 500 test problems;
-# `full` (the default on CUDA) trains both live on the same budget, with bitsandbytes'
-# 4-bit matmul, and its paged AdamW for the short run.
+# `full` (the default on CUDA) trains both live on the same budget, on its own base,
+# 12.5 times the size (`bench.base`), with bitsandbytes' 4-bit matmul, and its paged
+# AdamW for the short run. The figures the text quotes are the CPU profile's, and the
+# cells assert them there; the full profile prints its own.
 
 # %%
 import copy
@@ -52,11 +54,9 @@ from minillama.data import format_prompt
 from minillama.finetune import finetune, generate_answers, greedy_score, sft_batch, sft_tokens
 from minillama.peft.lora import TARGETS, LoRALinear
 from minillama.quant import Linear4bit, dequantize, quantize, storage_bits
-from minillama.reference import load_reference
 from minillama.tasks import bench
 
 PROFILE, DEVICE = course.setup()
-BASE = bench.BASE
 T0 = time.perf_counter()
 print(f"profile={PROFILE} device={DEVICE}")
 
@@ -69,7 +69,8 @@ print(f"profile={PROFILE} device={DEVICE}")
 # can be trained.
 
 # %%
-base, tok, card = load_reference(BASE)
+base, tok, card = bench.base(PROFILE, DEVICE)     # full profile: trained on first use
+base = base.cpu()                                 # this section looks at it on the CPU
 n_base = sum(p.numel() for p in base.parameters())
 print(f"base: {card['recipe']}, {n_base:,} parameters, {base.cfg.n_layers} blocks of dim "
       f"{base.cfg.dim}")
@@ -210,7 +211,7 @@ if DEVICE == "cuda":
     largest = max(p.numel() for p in live.parameters() if p.requires_grad)
     print(f"PagedAdamW state: {sum(getattr(t, 'is_paged', False) for t in states)} of "
           f"{len(states)} tensors paged (largest LoRA matrix: {largest:,} values)")
-else:
+elif PROFILE == "cpu":
     logged = qcard["train_loss"][:LIVE]
     gap = max(abs(a - b) for a, b in zip(live_loss, logged))
     print(f"the shipped qlora's card, same steps: {logged[0]:.3f} -> {logged[-1]:.3f}; "
@@ -278,7 +279,8 @@ plt.show()
 # The QLoRA paper's central claim is that the 4-bit base costs no accuracy: NF4 with
 # double quantisation matched 16-bit LoRA and full fine-tuning on its benchmarks. Our
 # target was the same claim on this benchmark: QLoRA within 2 points of 16-bit LoRA at
-# the same rank, targets, learning rate and steps. **It does not hold here.** QLoRA
+# the same rank, targets, learning rate and steps. **It does not hold here** (CPU
+# profile; the full profile prints its own figures). QLoRA
 # ends 2.6 points below LoRA q,v (72.4% vs 75.0% exact match). The two 95% intervals
 # overlap ([68.3%, 76.1%] and [71.0%, 78.6%]), so 500 problems cannot tell this gap from
 # noise; but the target is missed, not met. QLoRA also forgets more of the plain form:
@@ -294,10 +296,10 @@ print(f"QLoRA - LoRA: {gap:+.1%} exact match ({q['exact_match']:.1%} vs {l['exac
 print(f"95% intervals: QLoRA [{q['ci95'][0]:.1%}, {q['ci95'][1]:.1%}], "
       f"LoRA [{l['ci95'][0]:.1%}, {l['ci95'][1]:.1%}]")
 print(f"forgetting: QLoRA {q['forgetting']:.1%}, LoRA {l['forgetting']:.1%}")
-assert gap < -0.02                                           # the 2-point target fails
-assert q["ci95"][1] >= l["ci95"][0] and l["ci95"][1] >= q["ci95"][0]   # intervals overlap
-assert q["forgetting"] > l["forgetting"]
 if PROFILE == "cpu":          # the shipped adapters' figures quoted above
+    assert gap < -0.02                                       # the 2-point target fails
+    assert q["ci95"][1] >= l["ci95"][0] and l["ci95"][1] >= q["ci95"][0]  # intervals overlap
+    assert q["forgetting"] > l["forgetting"]
     assert round(gap, 3) == -0.026
     assert round(q["forgetting"], 3) == 0.506 and round(l["forgetting"], 3) == 0.368
 
@@ -369,7 +371,7 @@ print(f"{'':8s}{'trainable':>11s}{'weights MB':>12s}{'grads MB':>10s}{'AdamW MB'
       f"{'activ. MB':>11s}{'total MB':>10s}")
 memory = {}
 for name, method in [("full FT", None), ("LoRA", "lora"), ("QLoRA", "qlora")]:
-    model = load_reference(BASE)[0]
+    model = bench.load_base()[0]
     if method:
         P.apply(model, method, **OPTIONS)
     memory[name] = m = step_memory(model, xb, yb)
@@ -387,15 +389,17 @@ print(f"QLoRA's linears: {small_bits:.3f} bits per weight = {small_bits / 16:.3f
 # shrinks the frozen weights themselves to about a quarter of their 16-bit size (an
 # eighth of fp32, in which this small model computes). What it cannot shrink are the
 # embeddings and the head, kept in full precision, and the activations, which depend on
-# the batch, not on how the weights are stored. On a model this small the activations
-# weigh a lot; on a 65B model the weights dominate, which is where the next section goes.
+# the batch, not on how the weights are stored. On a model this small (the CPU
+# profile's) the activations outweigh the weights; on a 65B model the weights dominate,
+# which is where the next section goes.
 
 # %%
 full_ft, lora, ql = memory["full FT"], memory["LoRA"], memory["QLoRA"]
 assert lora["grads"] < 0.1 * full_ft["grads"] and lora["adam"] < 0.1 * full_ft["adam"]
 assert 0.25 <= small_bits / 16 < 0.27 and ql["weights"] < lora["weights"]
 assert abs(ql["activations"] - lora["activations"]) <= 0.01 * lora["activations"]
-assert all(m["activations"] > m["weights"] for m in memory.values())
+if PROFILE == "cpu":                  # the 2.56M base: activations outweigh the weights
+    assert all(m["activations"] > m["weights"] for m in memory.values())
 
 # %% [markdown]
 #
@@ -469,7 +473,7 @@ def by_hand(c, r):
     return 6 * c.dim + 2 * kv + 4 * c.ffn_dim + 7 * r + c.n_heads + 2
 
 
-per_block = saved_per_block(P.apply(load_reference(BASE)[0], "qlora", **OPTIONS), xb.cpu())
+per_block = saved_per_block(P.apply(bench.load_base()[0], "qlora", **OPTIONS), xb.cpu())
 print(f"our model (dim {base.cfg.dim}, ffn {base.cfg.ffn_dim}, r={R}), per token: autograd "
       f"saves {', '.join(f'{n / xb.numel():,.0f}' for n in per_block)} values in the "
       f"{len(per_block)} blocks; by hand {by_hand(base.cfg, R):,d}")

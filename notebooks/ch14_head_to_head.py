@@ -35,7 +35,10 @@
 # (`minillama/adapters/`, every file checked against the card's sha256) and re-measures
 # two of them live from the files (full fine-tuning and LoRA q,v), and the base; the
 # notebook prints its wall time at the end. `full` (the default on CUDA) trains every
-# method live for the benchmark's full budget, clean and noisy.
+# method live for the benchmark's full budget, clean and noisy, on its own base, 12.5
+# times the size (`bench.base`), with rates swept on that base, on 1,000 test problems.
+# The figures and rankings the text quotes are the CPU profile's, one seed and one rate
+# per method; the cells assert them there, and the full profile prints its own.
 
 # %%
 import time
@@ -47,7 +50,6 @@ from minillama import course
 from minillama.files import read_json
 from minillama.finetune import greedy_score, sft_batch, sft_tokens
 from minillama.metrics import wilson_interval
-from minillama.reference import load_reference
 from minillama.tasks import bench
 from minillama.train import TrainConfig, make_optimizer
 
@@ -65,10 +67,13 @@ print(f"profile={PROFILE} device={DEVICE}")
 # problems.
 
 # %%
-skill = read_json(bench.ADAPTER_DIR / "base.json")
-base, tok, _ = load_reference(bench.BASE, device=DEVICE)
+base, tok, base_card = bench.base(PROFILE, DEVICE)   # full profile: trained on first use
+if PROFILE == "cpu":
+    skill = read_json(bench.ADAPTER_DIR / "base.json")
+else:
+    skill = bench.base_skill(DEVICE)
 n_base = sum(p.numel() for p in base.parameters())
-print(f"base {bench.BASE}: {n_base:,} parameters; on {skill['n']:,} unseen problems "
+print(f"base {base_card['recipe']}: {n_base:,} parameters; on {skill['n']:,} unseen problems "
       f"plain form {skill['plain_exact_match']:.1%}, Alpaca template "
       f"{skill['alpaca_exact_match']:.1%}")
 print(f"training: {bench.N_TRAIN} Alpaca records of {', '.join(bench.TRAIN_FAMILIES)} "
@@ -286,7 +291,8 @@ print(">= 50 points above the base:", [n for n in NAMES if above[n] >= 0.5],
       " below that:", [n for n in NAMES if above[n] < 0.5])
 
 # %% [markdown]
-# What the table says, claim by claim (each asserted in the cell below):
+# What the table says in the CPU profile, claim by claim (each asserted there in the
+# cell below; the full profile prints its own):
 #
 # * **Above the base.** The base answers 5.4% of the test problems in the Alpaca template.
 #   Full fine-tuning, both LoRAs, QLoRA and V2 end 65.4 to 71.6 points above it. Adapter V1
@@ -338,18 +344,18 @@ print(f"saved activations {min(acts) / 1e6:.0f} to {max(acts) / 1e6:.0f} MB; ful
       f"of weights against LoRA q,v")
 fastest = min(NAMES[1:], key=lambda n: costs[n]["step_s"])
 print(f"fastest step: {fastest} {costs[fastest]['step_s']:.2f} s vs full {costs['full']['step_s']:.2f} s")
-assert all(above[n] >= 0.5 for n in ("full", "lora-qv", "lora-all", "qlora", "adapter-v2"))
-assert above["adapter-v1"] < 0.5 and above["excitor"] < 0.5
 assert lora_share >= 0.95 and costs["lora-qv"]["share"] < 0.02
-assert em["lora-qv"] - em["qlora"] > 0.02 and not apart("qlora", "lora-qv")
-assert set(groups[0]) == {"lora-all", "full", "lora-qv", "qlora", "adapter-v2"}
-assert groups[1:] == [["adapter-v1"], ["excitor"]]
-assert fg["lora-qv"] > 1.5 * fg["full"] and fg["qlora"] > fg["lora-qv"]
-assert plain_interval("lora-qv")[1] < plain_interval("full")[0]
-assert plain_interval("qlora")[1] < plain_interval("full")[0]
-assert min(NAMES, key=fg.get) == "excitor" and max(NAMES, key=fg.get) == "adapter-v1"
-assert sorted(NAMES, key=em.get)[:2] == ["excitor", "adapter-v1"]
-if DEVICE == "cpu":                     # the CPU profile measures memory part by part
+if PROFILE == "cpu":            # the shipped adapters: one seed and one rate each
+    assert all(above[n] >= 0.5 for n in ("full", "lora-qv", "lora-all", "qlora", "adapter-v2"))
+    assert above["adapter-v1"] < 0.5 and above["excitor"] < 0.5
+    assert em["lora-qv"] - em["qlora"] > 0.02 and not apart("qlora", "lora-qv")
+    assert set(groups[0]) == {"lora-all", "full", "lora-qv", "qlora", "adapter-v2"}
+    assert groups[1:] == [["adapter-v1"], ["excitor"]]
+    assert fg["lora-qv"] > 1.5 * fg["full"] and fg["qlora"] > fg["lora-qv"]
+    assert plain_interval("lora-qv")[1] < plain_interval("full")[0]
+    assert plain_interval("qlora")[1] < plain_interval("full")[0]
+    assert min(NAMES, key=fg.get) == "excitor" and max(NAMES, key=fg.get) == "adapter-v1"
+    assert sorted(NAMES, key=em.get)[:2] == ["excitor", "adapter-v1"]
     assert min(acts) > 10 * weights
     assert min(NAMES, key=lambda n: costs[n]["memory"]) == "qlora"
     assert costs["adapter-v2"]["memory"] > costs["full"]["memory"]
@@ -357,8 +363,7 @@ if DEVICE == "cpu":                     # the CPU profile measures memory part b
     assert (round(ratio("trainable")), round(ratio("memory"), 1)) == (221, 1.7)
     assert (round(min(acts) / 1e6), round(max(acts) / 1e6), round(weights / 1e6, 1)) == (139, 248, 10.2)
     assert round((costs["lora-qv"]["parts"]["weights"] - costs["qlora"]["parts"]["weights"]) / 1e6, 1) == 8.2
-assert costs[fastest]["step_s"] > 0.5 * costs["full"]["step_s"]
-if PROFILE == "cpu":                    # the shipped cards' figures, as quoted
+    assert costs[fastest]["step_s"] > 0.5 * costs["full"]["step_s"]
     assert {n: round(100 * em[n], 1) for n in NAMES} == {
         "full": 75.6, "lora-qv": 75.0, "lora-all": 77.0, "qlora": 72.4, "adapter-v1": 52.4,
         "adapter-v2": 70.8, "excitor": 33.4}
@@ -403,7 +408,7 @@ for name, cards in noisy.items():
     print(f"  noisy interval entirely below the clean one: {sum(below)} of 3 seeds")
 
 # %% [markdown]
-# Noise cost both methods accuracy in every seed here. LoRA q,v falls from 75.0% to
+# In the CPU profile, noise cost both methods accuracy in every seed. LoRA q,v falls from 75.0% to
 # 54.4%, 56.8% and 58.0%, each noisy interval entirely below the clean one; the Excitor
 # from 33.4% to 27.0%, 25.8% and 23.4%, below the clean interval in one seed of three (the
 # other two overlap it). That is what these two methods did at this budget, not a law:
@@ -428,13 +433,14 @@ for s, e, l in zip(bench.SEEDS, noisy["excitor"], noisy["lora-qv"]):
           f"{e['test_exact_match']:.1%} vs {l['test_exact_match']:.1%}")
 below = {n: sum(c["ci95"][1] < runs[n]["ci95"][0] for c in noisy[n]) for n in NOISY}
 print("seeds whose noisy interval lies below the clean one:", below)
-assert all(c["test_exact_match"] < runs[n]["test_exact_match"] for n in NOISY for c in noisy[n])
-assert all(e["forgetting"] < l["forgetting"] and plain_ci(e)[0] > plain_ci(l)[1]
-           for e, l in zip(noisy["excitor"], noisy["lora-qv"]))
-assert all(e["test_exact_match"] < l["test_exact_match"]
-           for e, l in zip(noisy["excitor"], noisy["lora-qv"]))
-assert all(c["forgetting"] > runs[n]["forgetting"] for n in NOISY for c in noisy[n])
 if PROFILE == "cpu":                                  # the shipped cards' figures
+    assert all(c["test_exact_match"] < runs[n]["test_exact_match"]
+               for n in NOISY for c in noisy[n])
+    assert all(e["forgetting"] < l["forgetting"] and plain_ci(e)[0] > plain_ci(l)[1]
+               for e, l in zip(noisy["excitor"], noisy["lora-qv"]))
+    assert all(e["test_exact_match"] < l["test_exact_match"]
+               for e, l in zip(noisy["excitor"], noisy["lora-qv"]))
+    assert all(c["forgetting"] > runs[n]["forgetting"] for n in NOISY for c in noisy[n])
     assert below == {"lora-qv": 3, "excitor": 1}
     figs = {n: [(round(100 * c["test_exact_match"], 1), round(100 * c["forgetting"], 1))
                 for c in noisy[n]] for n in NOISY}

@@ -52,7 +52,9 @@
 # **Profiles.** `MINILLAMA_PROFILE=cpu` (the default without a GPU) runs a few steps of
 # full fine-tuning live to show the loss, then loads the benchmark's shipped full
 # fine-tuning and LoRA models (sha256-checked) and re-measures them on the 500 test
-# problems; `full` (the default on CUDA) trains both live on the benchmark's budget.
+# problems; `full` (the default on CUDA) trains both live on the benchmark's budget, on
+# its own base, 12.5 times the size (`bench.base`). The figures the text quotes are the
+# CPU profile's; the cells assert them there, and the full profile prints its own.
 
 # %%
 import time
@@ -64,7 +66,6 @@ from minillama import course
 from minillama.data import format_prompt, generate_stories, instruction_data
 from minillama.files import read_json
 from minillama.finetune import IGNORE, finetune, generate_answers, sft_batch, sft_tokens
-from minillama.reference import load_reference
 from minillama.tasks import SKILL_FAMILIES, bench, task_text
 from minillama.train import TrainConfig, evaluate
 
@@ -100,7 +101,7 @@ print(task_text(with_input))
 # as one batch; `·` marks a target of $-100$.
 
 # %%
-base, tok, card = load_reference(bench.BASE, device=DEVICE)
+base, tok, card = bench.base(PROFILE, DEVICE)     # full profile: trained on first use
 pair = [sft_tokens(r, tok) for r in (with_input, without_input)]
 x, y = sft_batch(pair, tok.pad_id)
 print(f"batch: inputs {tuple(x.shape)}, targets {tuple(y.shape)}")
@@ -186,7 +187,10 @@ assert not set(map(key, train_set)) & set(map(key, test_set))
 # fewer.
 
 # %%
-skill = read_json(bench.ADAPTER_DIR / "base.json")
+if PROFILE == "cpu":
+    skill = read_json(bench.ADAPTER_DIR / "base.json")
+else:                                   # the full profile's base, measured here
+    skill = bench.base_skill(DEVICE)
 ci = lambda c: f"[{c[0]:.1%}, {c[1]:.1%}]"
 print(f"base on {skill['n']:,} unseen problems: plain form {skill['plain_exact_match']:.1%} "
       f"{ci(skill['plain_ci95'])}, Alpaca template {skill['alpaca_exact_match']:.1%} "
@@ -212,7 +216,7 @@ for f in FAMILIES:
 print(f"{'all':13s}{base_fig['plain_exact_match']:8.1%}{base_fig['exact_match']:8.1%}")
 
 # %% [markdown]
-# Asked plainly, the base answers 95.4% of the test problems; wrapped in the Alpaca
+# Asked plainly, the base answers 95.4% of the test problems (CPU profile); wrapped in the Alpaca
 # template, 5.4%. Every family shows the same split: 89% to 100% in the plain form, 0% to
 # 13% in the template (the two list families, where a number from the input is sometimes
 # the right guess, are the only ones above 2%). The skill is there and the format is missing.
@@ -229,10 +233,11 @@ print(f"base on the test set: plain {base_fig['plain_exact_match']:.1%}, Alpaca 
       f"{min(base_fig['plain_per_family'].values()):.0%}-"
       f"{max(base_fig['plain_per_family'].values()):.0%}, Alpaca "
       f"{min(base_fig['per_family'].values()):.0%}-{max(base_fig['per_family'].values()):.0%}")
-assert base_fig["plain_exact_match"] >= 0.95 and base_fig["exact_match"] <= 0.06
-assert all(round(base_fig["plain_per_family"][f], 2) >= 0.89
-           and round(base_fig["per_family"][f], 2) <= 0.13 for f in FAMILIES)
-assert {f for f in FAMILIES if base_fig["per_family"][f] > 0.02} == {"max_list", "min_list"}
+if PROFILE == "cpu":                    # the shipped base's figures quoted above
+    assert base_fig["plain_exact_match"] >= 0.95 and base_fig["exact_match"] <= 0.06
+    assert all(round(base_fig["plain_per_family"][f], 2) >= 0.89
+               and round(base_fig["per_family"][f], 2) <= 0.13 for f in FAMILIES)
+    assert {f for f in FAMILIES if base_fig["per_family"][f] > 0.02} == {"max_list", "min_list"}
 
 # %% [markdown]
 # ## 5. SFT: full fine-tuning vs LoRA
@@ -369,13 +374,13 @@ print("held-out families:", {n: f"{v:.1%}" for n, v in held.items()},
       f"base plain {base_held[0]:.1%}, Alpaca {base_held[1]:.1%}")
 print("forgetting:", {n: f"{v:.1%}" for n, v in forget.items()},
       " stories loss rise:", {n: f"{story_loss[n] - story_loss['base']:+.3f}" for n in NAMES})
-assert all(v >= 0.90 for v in tuned.values())
-assert all(base_held[1] + 0.25 < v < base_held[0] - 0.50 and v < 0.5 for v in held.values())
-assert forget["lora-qv"] > forget["full"] > 0.15
 if PROFILE == "cpu":          # the shipped models' figures quoted above
+    assert all(v >= 0.90 for v in tuned.values())
+    assert all(base_held[1] + 0.25 < v < base_held[0] - 0.50 and v < 0.5 for v in held.values())
+    assert forget["lora-qv"] > forget["full"] > 0.15
     assert [f"{tuned[n]:.1%} {held[n]:.1%} {forget[n]:.1%}" for n in NAMES] == [
         "92.9% 39.5% 19.0%", "93.2% 37.0% 36.8%"]
-assert all(0 < story_loss[n] - story_loss["base"] < 0.05 for n in NAMES)
+    assert all(0 < story_loss[n] - story_loss["base"] < 0.05 for n in NAMES)
 
 # %% [markdown]
 # What do the tuned models write for the held-out families when they miss? Greedy
@@ -435,10 +440,10 @@ for f in HELD:
 miss = {(n, f): sum(v for k, v in kinds[n, f].items() if k != "right") for n, f in kinds}
 share = {k: kinds[k]["sibling"] / miss[k] for k in kinds}
 print({f"{n} {f}": f"{kinds[n, f]['sibling']} of {miss[n, f]}" for n, f in kinds})
-assert all(share[n, "min_list"] < 0.25 for n in NAMES)
-assert all(share[k] <= 0.55 and kinds[k]["refusal"] <= 0.05 * miss[k] for k in kinds)
-assert all(kinds[k]["other"] > kinds[k]["sibling"] for k in kinds if k[1] == "min_list")
 if PROFILE == "cpu":              # the counts quoted above (shipped models, CPU)
+    assert all(share[n, "min_list"] < 0.25 for n in NAMES)
+    assert all(share[k] <= 0.55 and kinds[k]["refusal"] <= 0.05 * miss[k] for k in kinds)
+    assert all(kinds[k]["other"] > kinds[k]["sibling"] for k in kinds if k[1] == "min_list")
     assert [(kinds[k]["sibling"], miss[k]) for k in kinds] == [(4, 79), (10, 19), (14, 77), (8, 25)]
     assert sum(kinds[k]["refusal"] for k in kinds) == 1
 

@@ -52,7 +52,7 @@ import time
 import matplotlib.pyplot as plt
 import torch
 
-from minillama import course
+from minillama import course, profiles
 from minillama.dpo import dpo_loss, dpo_train, reference_logprobs
 from minillama.reasoning import extract_answer, sample
 from minillama.recipes import get_recipe
@@ -60,10 +60,9 @@ from minillama.reference import load_reference
 from minillama.tasks import mod10_heldout, mod10_problems, qa_prompt
 
 PROFILE, DEVICE = course.setup()
-if PROFILE == "cpu":
-    N_PAIRS, N_TEST, N_SAMPLES, STEPS, BATCH = 256, 100, 4, 32, 8
-else:
-    N_PAIRS, N_TEST, N_SAMPLES, STEPS, BATCH = 4096, 1000, 8, 200, 32
+ROW = profiles.settings("ch16", PROFILE)            # this chapter's row of minillama/profiles.py
+N_PAIRS, N_TEST, N_SAMPLES, STEPS, BATCH = (ROW.n_pairs, ROW.n_test, ROW.n_samples, ROW.steps,
+                                          ROW.batch)
 BETA, LR = 0.1, 2e-4
 T0 = time.perf_counter()
 print(f"profile={PROFILE} device={DEVICE}")

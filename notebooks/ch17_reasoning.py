@@ -57,7 +57,7 @@ import time
 import matplotlib.pyplot as plt
 import torch
 
-from minillama import course
+from minillama import course, profiles
 from minillama.data import mod10_chain
 from minillama.metrics import auroc
 from minillama.reasoning import extract_answer, greedy_cot, majority_vote, sample
@@ -66,7 +66,8 @@ from minillama.reference import load_reference
 from minillama.tasks import mod10_heldout, qa_prompt
 
 PROFILE, DEVICE = course.setup()
-N_TEST, N_MAX = (200, 20) if PROFILE == "cpu" else (2000, 40)
+ROW = profiles.settings("ch17", PROFILE)            # this chapter's row of minillama/profiles.py
+N_TEST, N_MAX = ROW.n_test, ROW.n_max
 T0 = time.perf_counter()
 print(f"profile={PROFILE} device={DEVICE}")
 

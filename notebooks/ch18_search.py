@@ -62,7 +62,7 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from minillama import course
+from minillama import course, profiles
 from minillama.metrics import auroc
 from minillama.reasoning import ancestors, tot_bfs
 from minillama.reasoning import game24 as G
@@ -71,10 +71,9 @@ from minillama.reference import load_reference
 from minillama.tasks import model_sort, sort_lists, sort_prompt
 
 PROFILE, DEVICE = course.setup()
-if PROFILE == "cpu":
-    N_ROLLOUTS, VALUE_STEPS, N_LISTS, BREADTHS = 30, 2000, 40, (1, 5)
-else:
-    N_ROLLOUTS, VALUE_STEPS, N_LISTS, BREADTHS = 100, 6000, 200, (1, 2, 3, 5)
+ROW = profiles.settings("ch18", PROFILE)            # this chapter's row of minillama/profiles.py
+N_ROLLOUTS, VALUE_STEPS, N_LISTS, BREADTHS = (ROW.n_rollouts, ROW.value_steps, ROW.n_lists,
+                                             ROW.breadths)
 T0 = time.perf_counter()
 print(f"profile={PROFILE} device={DEVICE}")
 

@@ -70,7 +70,7 @@ import time
 import matplotlib.pyplot as plt
 import torch
 
-from minillama import course
+from minillama import course, profiles
 from minillama.data import caption_accuracy, preference_pairs, toy_images
 from minillama.data.vision import COLOURS, POSITIONS, SHAPES, SIZES, WHERE
 from minillama.finetune import sequence_logprobs
@@ -88,7 +88,8 @@ from minillama.reference import load_reference
 from minillama.tasks import heldout_problems, task_prompt
 
 PROFILE, DEVICE = course.setup()
-N_PROBLEMS, N_QUESTIONS, N_IMAGES = (200, 72, 60) if PROFILE == "cpu" else (460, 1200, 1000)
+ROW = profiles.settings("ch19", PROFILE)            # this chapter's row of minillama/profiles.py
+N_PROBLEMS, N_QUESTIONS, N_IMAGES = ROW.n_problems, ROW.n_questions, ROW.n_images
 T0 = time.perf_counter()
 print(f"profile={PROFILE} device={DEVICE}: {N_PROBLEMS} additions, {N_QUESTIONS} "
       f"multiple-choice questions, {N_IMAGES} images")

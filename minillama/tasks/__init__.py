@@ -66,6 +66,7 @@ from .text import (  # noqa: F401
     SKILL_FAMILIES,
     Mixed,
     Stories,
+    corpus_data,
     mixed_data,
     stories_data,
     task_prompt,

@@ -17,11 +17,19 @@ that job and on what they forget.
   (``scripts/train_adapters.py sweep``, written to ``adapters/sweep.json``).
 * **Figures**: exact match in the Alpaca template with its 95% Wilson interval, and
   forgetting: the drop in plain-form exact match on the same problems, from the base.
+
+**Profiles.** The sizes above are the CPU profile's (``profiles.TABLE["bench"]``). A
+chapter starts with ``base, tok, card = bench.base(PROFILE, DEVICE)``, which selects that
+profile's benchmark for the process: in the full profile, the ``peft-base-full`` base
+(12.5x the parameters), trained on first use and cached with its card under
+``build/full/`` (``FULL_DIR``) so the later chapters reuse it, 1,000 test problems, and
+learning rates swept on that base, each method's grid once (``SWEEP``, cached beside it).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -32,24 +40,33 @@ import torch
 from .. import peft
 from ..checkpoints import load, save
 from ..data import instruction_data
-from ..files import atomic_directory, read_json, write_json
+from ..files import atomic_directory, atomic_file, read_json, write_json
 from ..finetune import finetune, greedy_score
 from ..metrics import wilson_interval
 from ..model import Llama
 from ..peft.adapter_v1 import top_layers
 from ..peft.adapter_v2 import BiasScaleLinear
 from ..peft.lora import TARGETS
-from ..reference import load_reference, sha256_file, verify
+from ..profiles import settings, smoke
+from ..recipes import get_recipe, train_recipe
+from ..reference import hardware, load_reference, sha256_file, verify
 from .text import MIXED_FAMILIES, SKILL_FAMILIES, task_prompt
 
 BASE = "peft-base"
 TRAIN_FAMILIES = ["max_list", "uppercase", "count_words", "refusal", "list_to_csv"]
 HELDOUT_FAMILIES = ["min_list", "capitalize"]       # siblings of max_list and uppercase
 NOISE = 0.3                                         # the noisy variant: 30% wrong answers
-N_TRAIN, N_VAL, N_TEST, N_BASE = 2400, 300, 500, 1000
+N_TRAIN, N_VAL, N_TEST, N_BASE = 2400, 300, 500, 1000      # the CPU profile's: see base()
 STEPS, BATCH, WARMUP = 150, 16, 15
 SEEDS = (0, 1, 2)                                   # where a claim needs several runs
 ADAPTER_DIR = Path(__file__).resolve().parent.parent / "adapters"
+FULL_DIR = Path(os.environ.get("MINILLAMA_FULL_DIR")
+                or Path(__file__).resolve().parents[2] / "build" / "full")
+PROFILE = "cpu"                  # the benchmark this process measures (set by base())
+_LIVE: Path | None = None        # the full profile's trained base (None: the reference BASE)
+_ID = BASE                       # the base's name (full: and its weights' sha256 prefix)
+_CACHE: Path = FULL_DIR          # where the full profile keeps its base, problems and sweep
+_DEVICE = "cpu"                  # where base() put the base: sweeps and base figures run there
 assert sorted(TRAIN_FAMILIES + HELDOUT_FAMILIES) == sorted(SKILL_FAMILIES)
 
 
@@ -101,12 +118,21 @@ def method(name: str) -> Method:
         raise ValueError(f"unknown benchmark method {name!r}; choose from {', '.join(METHODS)}")
     m = METHODS[name]
     lr = swept_lrs().get(name)
+    if lr is None and PROFILE == "full" and PARENT.get(name, name) in SWEEP:
+        lr = sweep(PARENT.get(name, name))[name]
     return m if lr is None else Method(**{**m.__dict__, "lr": lr})
 
 
 def swept_lrs() -> dict:
-    path = ADAPTER_DIR / "sweep.json"
-    return json.loads(path.read_text())["chosen"] if path.exists() else {}
+    """The chosen rates: the shipped sweep (CPU profile), or in the full profile those swept
+    so far on the full base; ``method`` sweeps a missing one first (``sweep``)."""
+    return sweep_record().get("chosen", {})
+
+
+def sweep_record() -> dict:
+    """This profile's sweep file (rule, sizes, every rate's figures, chosen), or {}."""
+    path = ADAPTER_DIR / "sweep.json" if PROFILE == "cpu" else _sweep_path()
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 # ----------------------------------------------------------------------------- data
@@ -129,6 +155,8 @@ def train_records(noisy: bool = False) -> list[dict]:
 
 
 def _unseen(n: int, seed: int) -> list[dict]:
+    # every pretraining problem of both bases: peft-base-full's 120,000 skill records are
+    # peft-base's (the same seed), so one set serves both profiles
     seen = _pretraining_problems() | set(map(_key, train_records()))
     out, got = [], set()
     for r in instruction_data(4 * n, seed=seed, families=SKILL_FAMILIES):
@@ -152,6 +180,11 @@ def make_problems() -> dict:
 @lru_cache(maxsize=1)
 def _problems() -> dict:
     path = ADAPTER_DIR / "problems.json"
+    if PROFILE == "full":        # generated once per size, kept beside the full base
+        path = _CACHE / f"problems-{N_TEST}-{N_VAL}-{N_BASE}-{N_TRAIN}.json"
+        if not path.exists():
+            with atomic_file(path) as tmp:
+                write_json(make_problems(), tmp)
     return read_json(path) if path.exists() else make_problems()
 
 
@@ -189,13 +222,13 @@ def measure(model, tok, records=None, device="cpu") -> dict:
 @lru_cache(maxsize=1)
 def base_figures() -> dict:
     """The base model on the test set (forgetting is measured from its plain-form score)."""
-    model, tok, _ = load_reference(BASE)
-    return measure(model, tok)
+    model, tok, _ = load_base(_DEVICE)
+    return measure(model, tok, device=_DEVICE)
 
 
 def base_skill(device="cpu") -> dict:
     """The base on ``N_BASE`` unseen problems, plain form vs the Alpaca template."""
-    model, tok, _ = load_reference(BASE, device=device)
+    model, tok, _ = load_base(device)
     fig = measure(model, tok, base_records(), device=device)
     plain_hits = round(fig["plain_exact_match"] * fig["n"])
     return {"n": fig["n"], "plain_exact_match": round(fig["plain_exact_match"], 4),
@@ -207,7 +240,7 @@ def base_skill(device="cpu") -> dict:
 # ----------------------------------------------------------------------------- train
 def fresh(m: Method, seed: int = 0, device="cpu"):
     """(model, tokenizer): the base with ``m`` applied, ready to train."""
-    model, tok, _ = load_reference(BASE, device=device)
+    model, tok, _ = load_base(device)
     if m.method is None:
         return model.requires_grad_(True), tok
     torch.manual_seed(seed)                          # the prompts' and LoRA A's init
@@ -237,13 +270,15 @@ def _parts(model, ingredient: str) -> torch.nn.ModuleList:
     raise ValueError(f"unknown V2 ingredient {ingredient!r}: bias_scale, norms or prompts")
 
 
-def run(m: Method, noisy: bool = False, seed: int = 0, steps: int = STEPS, device="cpu",
+def run(m: Method, noisy: bool = False, seed: int = 0, steps: int | None = None, device="cpu",
         lr: float | None = None):
-    """Train ``m`` on the benchmark; (model, tokenizer, log, wall seconds).
+    """Train ``m`` on the benchmark (``STEPS`` steps unless ``steps``); (model, tokenizer,
+    log, wall seconds).
 
     QLoRA trains with bitsandbytes' paged AdamW where the model is on CUDA, as the paper
     does, and with the same AdamW as every other method on the CPU (``devices.adamw_kind``).
     """
+    steps = STEPS if steps is None else steps
     model, tok = fresh(m, seed, device)
     t0 = time.perf_counter()
     log = finetune(model, tok, train_records(noisy), steps=steps, lr=lr or m.lr,
@@ -365,3 +400,78 @@ def adapter_name(name: str, noisy: bool = False, seed: int = 0) -> str:
 SHIPPED = ([(name, False, 0) for name in METHODS]
            + [(name, False, s) for name in ("adapter-v1", "adapter-v1-random") for s in SEEDS[1:]]
            + [(name, True, s) for name in ("lora-qv", "excitor") for s in SEEDS])
+
+
+# ----------------------------------------------------------------------------- profiles
+def base(profile: str = "cpu", device="cpu", *, cache=None, base_train: dict | None = None,
+         **sizes):
+    """(model, tokenizer, card) of the benchmark's base in ``profile``, after selecting that
+    profile's benchmark (sizes, test set, base, learning rates) for this process.
+
+    ``cpu``: the shipped ``peft-base`` reference. ``full``: ``peft-base-full`` from
+    ``cache`` (default ``FULL_DIR``), trained there first (``recipes.train_recipe``,
+    written atomically with its card) unless a card of the same recipe, steps and tokens
+    is there.
+    ``sizes`` override ``profiles.TABLE["bench"][profile]`` and ``base_train`` the base
+    recipe's ``TrainConfig`` (the tests run the full path on a CPU with a few steps)."""
+    s = settings("bench", profile, **sizes)
+    global PROFILE, _LIVE, _ID, _CACHE, _DEVICE
+    global N_TRAIN, N_VAL, N_TEST, N_BASE, STEPS, BATCH, WARMUP
+    N_TRAIN, N_VAL, N_TEST, N_BASE = s.n_train, s.n_val, s.n_test, s.n_base
+    STEPS, BATCH, WARMUP = s.steps, s.batch, s.warmup
+    cache = cache or (FULL_DIR / "smoke" if smoke() else FULL_DIR)    # never mixed up
+    PROFILE, _LIVE, _ID, _CACHE, _DEVICE = profile, None, BASE, Path(cache), device
+    for cached in (_problems, base_figures):
+        cached.cache_clear()
+    if profile == "cpu":
+        return load_reference(s.base, device=device)
+    recipe = get_recipe(s.base, **(s.base_train if base_train is None else base_train))
+    dest = _CACHE / recipe.name
+    card = read_json(dest / "card.json") if (dest / "card.json").is_file() else {}
+    t = recipe.train
+    made = (recipe.name, t.steps, t.steps * t.batch_size * t.grad_accum * t.seq_len)
+    if (card.get("recipe"), card.get("steps"), card.get("tokens_seen")) != made:
+        print(f"training the {recipe.name} base ({recipe.train.steps} steps) into {dest}")
+        train_recipe(recipe, dest, device=device, n_problems=s.base_problems)
+    _LIVE = dest
+    model, tok, card = load_reference(dest, device=device)
+    _ID = f"{recipe.name}-{card['sha256']['model.safetensors'][:12]}"   # sweeps: per weights
+    return model, tok, card
+
+
+def load_base(device="cpu"):
+    """(model, tokenizer, card): a fresh copy of the base ``base()`` selected, files checked."""
+    return load_reference(_LIVE or BASE, device=device)
+
+
+def _sweep_path() -> Path:
+    return _CACHE / f"sweep-{_ID}-{STEPS}x{BATCH}-{N_VAL}.json"
+
+
+def sweep(name: str, device=None) -> dict:
+    """Train method ``name`` at each rate of ``SWEEP[name]`` for the step budget and choose
+    the best exact match on the validation problems (the lower loss breaks a tie); the
+    rates chosen so far, its children's (``PARENT``) included. Results are merged into
+    this profile's sweep file (``_sweep_path``) atomically, so each grid runs once."""
+    if name not in SWEEP:
+        raise ValueError(f"no sweep grid for {name!r}; swept: {', '.join(SWEEP)}")
+    device = device or _DEVICE
+    rows = []
+    for lr in SWEEP[name]:
+        model, tok, log, wall = run(METHODS[name], lr=lr, device=device)
+        fig = measure(model, tok, val_records(), device=device)
+        rows.append({"lr": lr, "val_exact_match": round(fig["exact_match"], 4),
+                     "val_loss": round(fig["loss"], 4),
+                     "final_train_loss": round(log[-1]["loss"], 4), "wall_time_s": round(wall, 1)})
+        print(f"sweep {name} {rows[-1]}", flush=True)
+    path = _sweep_path()
+    results = {**(read_json(path)["results"] if path.exists() else {}), name: rows}
+    chosen = {n: max(r, key=lambda x: (x["val_exact_match"], -x["val_loss"]))["lr"]
+              for n, r in results.items()}
+    chosen.update({c: chosen[p] for c, p in PARENT.items() if p in chosen})
+    with atomic_file(path) as tmp:
+        write_json({"steps": STEPS, "batch": BATCH, "val_records": N_VAL,
+                    "base": _ID, "hardware": hardware(),
+                    "rule": "best validation exact match (Alpaca template), then lower loss",
+                    "results": results, "chosen": chosen}, tmp)
+    return chosen

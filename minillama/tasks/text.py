@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..data import instruction_data, story_splits
 from ..finetune import greedy_score
@@ -16,6 +18,35 @@ from .base import Task, encode_stream
 def stories_data(n_train: int = 20000, n_val: int = 500, vocab_size: int = 512, seed: int = 0):
     """(tokenizer, train tokens, val tokens): each story is <bos> text <eos>."""
     train, val = story_splits(n_train, n_val, seed=seed)
+    tok = Tokenizer.train(train[:4000], vocab_size)
+    return tok, encode_stream(tok, train), encode_stream(tok, val)
+
+
+CORPUS_ENV = "MINILLAMA_CORPUS"
+SEPARATOR = "<|endoftext|>"          # TinyStories' text files; else blank lines split documents
+
+
+def corpus_documents(path, n: int) -> list[str]:
+    """The first ``n`` documents of a user's UTF-8 text file (e.g. TinyStories, which the
+    user downloads): split at ``<|endoftext|>`` if the file has it, else at blank lines."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{CORPUS_ENV}={str(path)!r}: no such file; give the path of "
+                                f"a UTF-8 text file (e.g. TinyStoriesV2-GPT4-train.txt)")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    parts = text.split(SEPARATOR) if SEPARATOR in text else re.split(r"\n\s*\n", text)
+    docs = [d.strip() for d in parts if d.strip()][:n]
+    if len(docs) < n:
+        raise ValueError(f"{path}: {len(docs)} documents, {n} needed (documents are split "
+                         f"at {SEPARATOR!r} or at blank lines)")
+    return docs
+
+
+def corpus_data(path, n_train: int, n_val: int, vocab_size: int = 512):
+    """``stories_data`` from a user's text file instead of generated stories: the last
+    ``n_val`` of its first ``n_train + n_val`` documents are the validation set."""
+    docs = corpus_documents(path, n_train + n_val)
+    train, val = docs[:n_train], docs[n_train:]
     tok = Tokenizer.train(train[:4000], vocab_size)
     return tok, encode_stream(tok, train), encode_stream(tok, val)
 
@@ -91,8 +122,9 @@ class Mixed(Task):
         return (tok, *mixed_data(tok, self.n_stories, self.n_tasks, self.n_val, self.seed,
                                  self.families))
 
-    def scores(self, model, tok, n: int) -> dict:
+    def scores(self, model, tok, n: int, device="cpu") -> dict:
         records = instruction_data(n, seed=self.seed + 303, families=self.families)
-        plain = greedy_score(model, tok, records, template=task_prompt)["exact_match"]
-        alpaca = greedy_score(model, tok, records)["exact_match"]
+        plain = greedy_score(model, tok, records, device=device,
+                             template=task_prompt)["exact_match"]
+        alpaca = greedy_score(model, tok, records, device=device)["exact_match"]
         return {"task_accuracy_plain": round(plain, 4), "task_accuracy_alpaca": round(alpaca, 4)}
