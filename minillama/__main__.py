@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -23,7 +24,7 @@ import torch
 
 from . import load, save
 from .config import CONFIGS
-from .distributed import full_state
+from .distributed import full_state, gather_objects, measure_held, placement
 from .files import read_json
 from .finetune import finetune
 from .model import count_parameters, kv_cache_bytes_per_token
@@ -35,10 +36,17 @@ from .train import NonFiniteLoss, setup_distributed, train
 
 
 def _device(name):
+    """``auto``: ``placement`` for torchrun's ``WORLD_SIZE`` processes (cuda when every
+    process gets a GPU of its own, else cpu). An explicit choice is checked the same way."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return placement(world).device
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available")
+    if name == "cuda" and placement(world).device != "cuda":
+        raise ValueError(f"--device cuda: {world} processes but {torch.cuda.device_count()} "
+                         f"GPU(s); NCCL needs one GPU per process: start fewer processes "
+                         f"or use --device cpu (gloo)")
     return name
 
 
@@ -69,6 +77,10 @@ def cmd_train(args):
                                        parallel=args.parallel).items() if v is not None}
     recipe = get_recipe(args.recipe, **overrides)
     out = Path(args.out or f"runs/{recipe.name}")
+    stop = args.stop_after is not None and args.stop_after < recipe.train.steps
+    if args.stop_after is not None and recipe.task.supervised:
+        raise ValueError(f"--stop-after: recipe {recipe.name} trains by supervised "
+                         f"fine-tuning, which keeps no checkpoint to resume from")
     if out.exists() and not out.is_dir():               # say so before training, not after
         raise ValueError(f"--out {out} is an existing file; name a directory for the run")
     device = setup_distributed(_device(args.device))     # torchrun: join the group
@@ -79,12 +91,23 @@ def cmd_train(args):
     if recipe.task.supervised and recipe.train.parallel == "fsdp":
         raise ValueError(f"--parallel fsdp: recipe {recipe.name} trains by supervised "
                          f"fine-tuning, which runs on one process; drop --parallel")
-    if recipe.task.supervised:          # one example per row, the loss on the answers
-        _train_supervised(model, tok, train_data, recipe, out, args.resume, device)
-    else:
-        train(model, train_data, recipe.train, out_dir=str(out), val_data=val_data,
-              resume=args.resume, device=device)
+    with measure_held() as held:        # bytes of model state this process holds
+        if recipe.task.supervised:      # one example per row, the loss on the answers
+            _train_supervised(model, tok, train_data, recipe, out, args.resume, device)
+        else:
+            train(model, train_data, recipe.train, out_dir=str(out), val_data=val_data,
+                  resume=args.resume, device=device, stop_after=args.stop_after)
     wall = time.perf_counter() - t0
+    held = gather_objects(held)         # one entry per process (collective)
+    if stop:                            # as if interrupted: the checkpoint, no model
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        if rank == 0:
+            ckpt = out / ("ckpt" if recipe.train.parallel == "fsdp" else "ckpt.pt")
+            print(json.dumps({"stopped_at_step": args.stop_after, "checkpoint": str(ckpt),
+                              "held_bytes": held}, indent=2))
+        return
     if torch.distributed.is_initialized():          # rank 0 alone saves and reports
         rank = torch.distributed.get_rank()
         if recipe.train.parallel == "fsdp":        # gather the shards on rank 0 (collective)
@@ -106,6 +129,7 @@ def cmd_train(args):
                  parameters=sum(p.numel() for p in model.parameters()),
                  **_measure(model, tok, recipe, val_data),
                  device=device, hardware=hardware(), wall_time_s=round(wall, 1),
+                 processes=len(held), held_bytes=held,
                  resumed=bool(args.resume), torch=torch.__version__,
                  **({"init_from": recipe.init_from} if recipe.init_from else {}),
                  command=" ".join(["python -m minillama"] + sys.argv[1:]))
@@ -252,6 +276,8 @@ def build_parser():
     t.add_argument("--parallel", choices=["ddp", "fsdp"],
                    help="under torchrun: ddp copies the model into every process (default), "
                         "fsdp shards it (checkpoints in <out>/ckpt/)")
+    t.add_argument("--stop-after", type=_positive_int, metavar="STEP",
+                   help="end at STEP with a checkpoint, as if interrupted (then --resume)")
     t.add_argument("--resume", action="store_true",
                    help="continue from <out>/ckpt.pt (<out>/ckpt/ with --parallel fsdp)")
     t.set_defaults(fn=cmd_train)
