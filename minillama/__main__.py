@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -24,7 +25,7 @@ import torch
 from . import course, load, save
 from .config import CONFIGS
 from .devices import PRECISIONS, resolve_precision
-from .distributed import full_state
+from .distributed import full_state, gather_objects, measure_held, placement
 from .files import read_json
 from .finetune import finetune
 from .model import count_parameters, kv_cache_bytes_per_token
@@ -36,12 +37,19 @@ from .train import NonFiniteLoss, setup_distributed, train
 
 
 def _device(name):
-    """``auto``: the notebooks' choice, ``course.device()`` (cuda for the full profile,
-    which is the default where CUDA is available; cpu otherwise)."""
+    """``auto``: with one process the notebooks' choice, ``course.device()`` (cuda for the
+    full profile, which is the default where CUDA is available; cpu otherwise); under
+    torchrun's ``WORLD_SIZE`` processes ``placement`` (cuda when every process gets a GPU
+    of its own, else cpu). An explicit cuda is checked the same way."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     if name == "auto":
-        return course.device()
+        return course.device() if world == 1 else placement(world).device
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available")
+    if name == "cuda" and placement(world).device != "cuda":
+        raise ValueError(f"--device cuda: {world} processes but {torch.cuda.device_count()} "
+                         f"GPU(s); NCCL needs one GPU per process: start fewer processes "
+                         f"or use --device cpu (gloo)")
     return name
 
 
@@ -74,6 +82,10 @@ def cmd_train(args):
                                        compile=args.compile).items() if v is not None}
     recipe = get_recipe(args.recipe, **overrides)
     out = Path(args.out or f"runs/{recipe.name}")
+    stop = args.stop_after is not None and args.stop_after < recipe.train.steps
+    if args.stop_after is not None and recipe.task.supervised:
+        raise ValueError(f"--stop-after: recipe {recipe.name} trains by supervised "
+                         f"fine-tuning, which keeps no checkpoint to resume from")
     if out.exists() and not out.is_dir():               # say so before training, not after
         raise ValueError(f"--out {out} is an existing file; name a directory for the run")
     if recipe.task.supervised and recipe.train.parallel == "fsdp":
@@ -88,12 +100,23 @@ def cmd_train(args):
     tok, train_data, val_data = build_data(recipe)
     model = initial_model(recipe)
     t0 = time.perf_counter()
-    if recipe.task.supervised:          # one example per row, the loss on the answers
-        _train_supervised(model, tok, train_data, recipe, out, args.resume, device)
-    else:
-        train(model, train_data, recipe.train, out_dir=str(out), val_data=val_data,
-              resume=args.resume, device=device)
+    with measure_held() as held:        # bytes of model state this process holds
+        if recipe.task.supervised:      # one example per row, the loss on the answers
+            _train_supervised(model, tok, train_data, recipe, out, args.resume, device)
+        else:
+            train(model, train_data, recipe.train, out_dir=str(out), val_data=val_data,
+                  resume=args.resume, device=device, stop_after=args.stop_after)
     wall = time.perf_counter() - t0
+    held = gather_objects(held)         # one entry per process (collective)
+    if stop:                            # as if interrupted: the checkpoint, no model
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        if rank == 0:
+            ckpt = out / ("ckpt" if recipe.train.parallel == "fsdp" else "ckpt.pt")
+            print(json.dumps({"stopped_at_step": args.stop_after, "checkpoint": str(ckpt),
+                              "held_bytes": held}, indent=2))
+        return
     if torch.distributed.is_initialized():          # rank 0 alone saves and reports
         rank = torch.distributed.get_rank()
         if recipe.train.parallel == "fsdp":        # gather the shards on rank 0 (collective)
@@ -115,7 +138,7 @@ def cmd_train(args):
                  parameters=sum(p.numel() for p in model.parameters()),
                  **_measure(model, tok, recipe, val_data),
                  device=device, precision=precision, hardware=hardware(),
-                 wall_time_s=round(wall, 1),
+                 wall_time_s=round(wall, 1), processes=len(held), held_bytes=held,
                  resumed=bool(args.resume), torch=torch.__version__,
                  **({"init_from": recipe.init_from} if recipe.init_from else {}),
                  command=" ".join(["python -m minillama"] + sys.argv[1:]))
@@ -270,6 +293,8 @@ def build_parser():
     t.add_argument("--parallel", choices=["ddp", "fsdp"],
                    help="under torchrun: ddp copies the model into every process (default), "
                         "fsdp shards it (checkpoints in <out>/ckpt/)")
+    t.add_argument("--stop-after", type=_positive_int, metavar="STEP",
+                   help="end at STEP with a checkpoint, as if interrupted (then --resume)")
     t.add_argument("--resume", action="store_true",
                    help="continue from <out>/ckpt.pt (<out>/ckpt/ with --parallel fsdp)")
     t.set_defaults(fn=cmd_train)

@@ -15,6 +15,9 @@ sharded along its first dimension. The training loop is the same as for DDP.
 Checkpoints are sharded too: ``torch.distributed.checkpoint`` (DCP) writes each process's
 pieces plus a global index, so they can be read back by any number of processes (1 or
 more), and ``to_single_file`` turns one into the ordinary single-file checkpoint.
+
+``placement`` picks the backend and device for a number of processes on this machine, and
+``measure_held`` records the bytes of model state each process actually holds.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -33,6 +37,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 from torch.distributed.fsdp import fully_shard
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from .checkpoints import save
 from .config import LlamaConfig
@@ -41,6 +46,67 @@ from .model import Llama
 
 PARALLEL = ("ddp", "fsdp")
 SHARDED_FILES = ("*.distcp", ".metadata", "config.json")
+
+
+class Placement(NamedTuple):
+    backend: str        # "nccl" or "gloo"
+    device: str         # "cuda" or "cpu"
+
+
+def placement(world: int, gpus: int | None = None) -> Placement:
+    """Where ``world`` processes on this machine run: NCCL with one GPU each when there are
+    at least ``world`` GPUs (``gpus``; default ``torch.cuda.device_count()``), otherwise
+    gloo on the CPU. NCCL refuses two ranks on one GPU, so 2 processes with 1 GPU share
+    the CPU over gloo; a single process takes the GPU whenever there is one."""
+    if isinstance(world, bool) or not isinstance(world, int) or world < 1:
+        raise ValueError(f"world must be a whole number of processes >= 1, got {world!r}")
+    gpus = torch.cuda.device_count() if gpus is None else gpus
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
+        raise ValueError(f"gpus must be a whole number >= 0, got {gpus!r}")
+    return Placement("nccl", "cuda") if gpus >= world else Placement("gloo", "cpu")
+
+
+def _local_bytes(t: torch.Tensor) -> int:
+    t = t.to_local() if hasattr(t, "to_local") else t     # FSDP2: this process's shard
+    return t.numel() * t.element_size()
+
+
+def held_bytes(optimizer: torch.optim.Optimizer) -> dict:
+    """Bytes this process holds for the ``parameters`` ``optimizer`` updates, their
+    ``gradients`` and the ``optimizer`` state (AdamW: two moments and a step count per
+    tensor), counted from the tensors themselves: local shards under FSDP2, whole
+    tensors for one process or DDP (whose gradient buckets are not counted)."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    return {"parameters": sum(_local_bytes(p) for p in params),
+            "gradients": sum(_local_bytes(p.grad) for p in params if p.grad is not None),
+            "optimizer": sum(_local_bytes(v) for state in optimizer.state.values()
+                             for v in state.values() if torch.is_tensor(v))}
+
+
+@contextlib.contextmanager
+def measure_held():
+    """Yield a dict that the first optimiser step taken inside fills with ``held_bytes``
+    (right after the update, before the gradients are cleared)."""
+    held: dict = {}
+
+    def hook(optimizer, args, kwargs):
+        if not held:
+            held.update(held_bytes(optimizer))
+
+    handle = register_optimizer_step_post_hook(hook)
+    try:
+        yield held
+    finally:
+        handle.remove()
+
+
+def gather_objects(obj) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` (``[obj]`` without a process group). Collective."""
+    if not dist.is_initialized():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def shard(model: torch.nn.Module) -> torch.nn.Module:

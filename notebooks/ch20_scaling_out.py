@@ -12,7 +12,15 @@
 # With equal slices, $g$ is exactly the gradient of the global batch: a 2-process run
 # must reproduce the single-process losses (up to float rounding in the sum order).
 # `minillama/train.py` does this with PyTorch's `DistributedDataParallel`; `torchrun`
-# starts the processes and `setup_distributed()` joins them (gloo on CPU, NCCL on GPUs).
+# starts the processes and `setup_distributed()` joins them. **FSDP** (`--parallel fsdp`)
+# goes further: it also splits the weights, gradients and optimiser state between the
+# processes. This chapter runs both and measures what each process holds.
+#
+# Processes talk through a *backend*: NCCL between GPUs, gloo between CPU processes.
+# NCCL wants a GPU of its own for every process (it refuses two ranks on one device), so
+# `minillama.distributed.placement(world)` picks NCCL on CUDA when the machine has at least
+# `world` GPUs and gloo on the CPU otherwise: with one GPU, two processes share the CPU.
+# The command line's `--device auto` makes the same choice under `torchrun`.
 
 # %%
 import json
@@ -24,82 +32,174 @@ import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import torch
 
 from minillama import count_parameters, course
+from minillama.distributed import placement
 
 PROFILE = course.setup().profile
 STEPS = 30 if PROFILE == "cpu" else 300
+STOP = STEPS // 2                   # where the interrupted FSDP run stops
+WORLD = 2
+BACKEND, DEVICE = placement(WORLD)
 ROOT = Path(os.path.abspath(".."))
 work = Path(tempfile.mkdtemp(prefix="ch20-"))
 print(f"profile={PROFILE}, {STEPS} steps, scratch {work}")
+print(f"{torch.cuda.device_count()} GPU(s) here: {WORLD} processes use {BACKEND} on {DEVICE}")
+assert (DEVICE == "cuda") == (torch.cuda.device_count() >= WORLD)
 
 # %% [markdown]
-# ## 1. The same run, once with one process and once with two
+# ## 1. One run, four ways
 #
-# Both runs use the `tiny-stories` recipe with the same global batch (16 sequences);
-# under `torchrun --nproc_per_node=2` each process computes 8 of them.
+# Every run uses the `tiny-stories` recipe with the same global batch (16 sequences);
+# under `torchrun --nproc_per_node=2` each process computes 8 of them. Besides one
+# process, DDP and FSDP, a fourth FSDP run is stopped halfway (`--stop-after`), as if the
+# job had been killed, leaving its sharded checkpoint (`ckpt/`, one file per process);
+# then **one** process resumes it (`--resume`) to the end, reading both halves.
 
 # %%
 env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-common = ["-m", "minillama", "train", "--recipe", "tiny-stories", "--steps", str(STEPS),
-          "--log-every", "1", "--device", "cpu"]
-runs = {
-    "1 process": [sys.executable, *common, "--out", str(work / "single")],
-    "2 processes (DDP, gloo)": [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                "--nproc_per_node=2", *common, "--out", str(work / "ddp")],
-}
-logs, wall = {}, {}
-for name, cmd in runs.items():
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={WORLD}"]
+
+
+def cli(out, processes=1, *extra):
+    """``python -m minillama train`` (under torchrun for 2 processes); its wall time."""
+    launcher = TORCHRUN if processes > 1 else [sys.executable]
+    cmd = [*launcher, "-m", "minillama", "train", "--recipe", "tiny-stories", "--steps",
+           str(STEPS), "--log-every", "1", "--device", DEVICE, "--out", str(work / out), *extra]
     t0 = time.perf_counter()
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    wall[name] = time.perf_counter() - t0
     if done.returncode:
         print(done.stderr[-2000:])
-        raise RuntimeError(f"{name} failed")
-    out = cmd[cmd.index("--out") + 1]
-    logs[name] = [json.loads(line) for line in open(Path(out) / "metrics.jsonl")]
-    print(f"{name:26s} finished in {wall[name]:5.1f} s (including start-up and data building)")
+        raise RuntimeError(f"{out} failed")
+    return time.perf_counter() - t0
+
+
+runs = {"1 process": ("single", 1), f"DDP, {WORLD} processes": ("ddp", WORLD),
+        f"FSDP, {WORLD} processes": ("fsdp", WORLD, "--parallel", "fsdp")}
+wall = {name: cli(*args) for name, args in runs.items()}
+wall["FSDP, stopped"] = cli("resumed", WORLD, "--parallel", "fsdp", "--stop-after", str(STOP))
+left = sorted(os.listdir(work / "resumed" / "ckpt"))
+print(f"checkpoint left at step {STOP}:", left)
+assert left == sorted([".metadata", "config.json", *(f"__{r}_0.distcp" for r in range(WORLD))])
+wall["FSDP, resumed by 1"] = cli("resumed", 1, "--parallel", "fsdp", "--resume")
+for name, seconds in wall.items():
+    print(f"{name:22s} finished in {seconds:5.1f} s (including start-up and data building)")
+
+
+def read(out):
+    logs = [json.loads(line) for line in open(work / out / "metrics.jsonl")]
+    return logs, json.loads((work / out / "model" / "card.json").read_text())
+
+
+logs, cards = {}, {}
+for name, (out, *_) in runs.items():
+    logs[name], cards[name] = read(out)
+resumed, cards["FSDP, resumed by 1"] = read("resumed")
 
 # %%
-single, ddp = (logs[k] for k in runs)
+single, ddp, fsdp = (logs[k] for k in runs)
 fig, ax = plt.subplots(figsize=(7, 3.5))
-for name, log in logs.items():
-    ax.plot([r["step"] for r in log], [r["loss"] for r in log], "o-" if "1" in name else "x--",
-            label=name, ms=4)
+for (name, log), style in zip(logs.items(), ["o-", "x--", "+:"]):
+    ax.plot([r["step"] for r in log], [r["loss"] for r in log], style, label=name, ms=5)
+tail = resumed[STOP:]
+ax.plot([r["step"] for r in tail], [r["loss"] for r in tail], "s", mfc="none", ms=7,
+        label=f"FSDP stopped at {STOP}, resumed by 1 process")
 ax.set_xlabel("step")
 ax.set_ylabel("training loss")
-ax.legend()
+ax.legend(fontsize=8)
 plt.tight_layout()
 plt.show()
-gap = max(abs(a["loss"] - b["loss"]) for a, b in zip(single, ddp))
-print(f"largest loss difference between the two runs over {len(single)} logged steps: {gap:.2e}")
-assert [r["step"] for r in single] == [r["step"] for r in ddp]
-assert gap < 1e-4
-loop = {name: log[-1]["time"] for name, log in logs.items()}
-for name in runs:
-    print(f"{name:26s} wall {wall[name]:5.1f} s, of which the training loop {loop[name]:5.1f} s")
-assert loop["2 processes (DDP, gloo)"] < loop["1 process"]       # the loop: faster with two
-assert wall["2 processes (DDP, gloo)"] > wall["1 process"]       # the whole run: slower
+
+
+def gap(a, b):
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    return max(abs(x["loss"] - y["loss"]) for x, y in zip(a, b))
+
+
+TOL = 1e-4
+gaps = {"DDP vs 1 process": gap(single, ddp), "FSDP vs 1 process": gap(single, fsdp),
+        "resumed vs FSDP": gap(fsdp, resumed)}
+for name, g in gaps.items():
+    print(f"largest loss difference, {name:18s} over {len(single)} steps: {g:.2e}")
+assert len(single) == STEPS and [r["step"] for r in resumed] == list(range(1, STEPS + 1))
+assert all(g < TOL for g in gaps.values())
 
 # %% [markdown]
 # The curves lie on top of each other: data parallelism changes *where* the gradient is
-# computed, not *what* it is. On two CPU cores the training loop itself was faster with two
-# processes (each computes half the batch on its own core; the all-reduce costs less than
-# that saves), but the whole run took longer: torchrun starts two interpreters that each
-# build the data, and at this run's length that start-up outweighs the loop's saving (the
-# figures above). On GPUs each process owns a
-# device and the per-step time falls almost linearly until communication dominates. An
-# all-reduce of $P$ gradient bytes costs each GPU $2\,\frac{N-1}{N} P$ bytes of traffic
-# (ring algorithm), which stays below $2P$ however large $N$ grows.
+# computed, not *what* it is. Every pair of runs agrees to within `TOL` = 1e-4 in the loss
+# at every step (the differences printed above are far smaller: float rounding, because
+# the halves of a gradient are summed in another order). The interrupted FSDP run, written
+# as two shards by two processes and read back by one, continues the uninterrupted FSDP
+# curve within the same tolerance: a sharded checkpoint is not tied to the number of
+# processes that wrote it.
+
+# %%
+loop = {name: log[-1]["time"] for name, log in logs.items()}
+for name in runs:
+    print(f"{name:22s} wall {wall[name]:5.1f} s, of which the training loop {loop[name]:5.1f} s")
+ddp_name = f"DDP, {WORLD} processes"
+assert loop[ddp_name] < loop["1 process"]          # the loop: faster with two
+assert wall[ddp_name] > wall["1 process"]          # the whole run: slower
+assert loop[f"FSDP, {WORLD} processes"] > loop[ddp_name]   # FSDP's loop: slower than DDP's
+
+# %% [markdown]
+# On two CPU cores the DDP training loop was faster than one process (each computes half
+# the batch on its own core; the all-reduce costs less than that saves), but the whole run
+# took longer: torchrun starts two interpreters that each build the data, and at this
+# run's length that start-up outweighs the loop's saving (the figures above). On GPUs each
+# process owns a device and the per-step time falls almost linearly until communication
+# dominates. FSDP's loop was slower than DDP's here: for every block it gathers the
+# weights before the forward and again before the backward, and reduce-scatters the
+# gradients, where DDP sends the gradients once; that is the price of holding only a
+# share of the state (next section). An all-reduce of $P$ gradient bytes costs each GPU $2\,\frac{N-1}{N} P$ bytes
+# of traffic (ring algorithm), which stays below $2P$ however large $N$ grows.
 #
-# ## 2. When the model no longer fits: what FSDP adds
+# ## 2. What each process holds
 #
-# DDP keeps a full copy of everything on every device. With mixed-precision AdamW that is
-# about 16 bytes per parameter (bf16 weights 2 + bf16 grads 2 + fp32 master weights 4 +
-# Adam moments 8), before activations. Fully Sharded Data Parallel (FSDP, the ZeRO-3 idea,
-# arXiv 1910.02054 and arXiv 2304.11277) shards all three across the $N$ devices and
-# gathers each layer's weights only while that layer runs, so the resident state is
-# ~16/N bytes per parameter plus one layer's full weights.
+# DDP keeps a full copy of the weights, their gradients and AdamW's two moments in every
+# process. FSDP (the ZeRO-3 idea, arXiv 1910.02054; PyTorch's FSDP, arXiv 2304.11277)
+# cuts every tensor in $N$ pieces along its first dimension, one per process. Before a
+# block runs, its pieces are put together by an all-gather and dropped again after use;
+# its gradients are summed and cut up by a reduce-scatter, so each process updates only
+# its own piece with its own piece of the optimiser state. The command line records, after
+# the first optimiser step, the bytes each process held, counted from its tensors (local
+# shards under FSDP, `minillama.distributed.held_bytes`), in the run's `card.json`:
+
+# %%
+KINDS = ("parameters", "gradients", "optimizer")
+held = {name: card["held_bytes"] for name, card in cards.items()}
+print(f"{'run':22s} {'process':>7s} " + " ".join(f"{k + ' KiB':>15s}" for k in KINDS))
+for name, ranks in held.items():
+    for rank, h in enumerate(ranks):
+        print(f"{name:22s} {rank:7d} " + " ".join(f"{h[k] / 1024:15.1f}" for k in KINDS))
+whole = held["1 process"][0]
+n_params = cards["1 process"]["parameters"]
+print(f"{n_params:,} parameters: {whole['parameters'] / n_params:.0f} bytes each (fp32); "
+      f"AdamW state {whole['optimizer'] / n_params:.2f} bytes per parameter")
+share = [h["parameters"] / whole["parameters"] for h in held[f"FSDP, {WORLD} processes"]]
+print("share of the weights held by each FSDP process:", [round(x, 3) for x in share])
+assert all(h == whole for h in held[ddp_name])                       # DDP: full replicas
+for h in held[f"FSDP, {WORLD} processes"]:
+    assert all(0.45 < h[k] / whole[k] < 0.55 for k in KINDS)          # FSDP: about half each
+assert sum(h["parameters"] for h in held[f"FSDP, {WORLD} processes"]) == whole["parameters"]
+assert held["FSDP, resumed by 1"] == [whole]                         # one process: all of it
+
+# %% [markdown]
+# One process holds 4 bytes per parameter for the fp32 weights, 4 for their gradients and
+# a little over 8 for AdamW's two moments (plus a 4-byte step count per tensor). Under DDP
+# each of the two processes holds exactly that again (DDP also keeps gradient buckets for
+# its all-reduce, which these counts leave out). Under FSDP each process holds about half
+# of each, and the two halves of the weights add up to the whole. A one-process run that
+# resumes an FSDP checkpoint holds everything again.
+#
+# ## 3. When the model no longer fits
+#
+# With mixed-precision AdamW, DDP's full copy is about 16 bytes per parameter (bf16
+# weights 2 + bf16 grads 2 + fp32 master weights 4 + Adam moments 8), before activations.
+# FSDP over $N$ devices leaves ~16/N bytes per parameter on each, plus one block's full
+# weights while it runs:
 
 # %%
 BYTES_PER_PARAM = 2 + 2 + 4 + 8
@@ -135,9 +235,9 @@ assert rows["llama3.1-405b"][0] / GPU_GIB > 24                     # dozens of d
 # sharded over 8 GPUs it does. Llama 3.1 405B needs its state spread over dozens of
 # devices before activations are even counted, which is why Meta combined FSDP-style
 # sharding with tensor, pipeline and context parallelism ("4D parallelism", arXiv 2407.21783).
-# In PyTorch the change from this chapter's DDP is small: wrap each `Block` with
-# `torch.distributed.fsdp.fully_shard` instead of wrapping the whole model in
-# `DistributedDataParallel`; the training loop itself stays the same.
+# In PyTorch the change from DDP is small, as `minillama/distributed.py` shows: wrap each
+# `Block`, then the whole model, with `torch.distributed.fsdp.fully_shard` instead of
+# wrapping the model in `DistributedDataParallel`; the training loop stays the same.
 #
 # ## Exercises
 #

@@ -137,14 +137,17 @@ def _free_port() -> int:
 def torchrun():
     """A launcher: ``torchrun(script, out)`` runs ``script out`` on 2 CPU processes under
     ``torch.distributed.run`` (gloo, a free local port, one thread each, no inherited rank
-    variables) and fails the test with the workers' stderr if they fail."""
-    def launch(script: Path, out: Path, timeout: int = 180):
+    variables) and fails the test with the workers' stderr if they fail; it returns the
+    finished process. Any arguments: ``torchrun("-m", "minillama", "train", ...)``."""
+    def launch(*args, timeout: int = 180) -> subprocess.CompletedProcess:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
         for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
             env.pop(var, None)
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-               "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(script), str(out)]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+               "--master_addr=127.0.0.1", f"--master_port={_free_port()}", *map(str, args)]
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=timeout)
         assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
 
     return launch
