@@ -207,6 +207,7 @@ class Tokenizer:
             raise ValueError(f"this tokenizer has no {name} special token")
         return self._special_ids[name]
 
+    special_ids = property(lambda self: dict(self._special_ids), doc="{name: id} of the specials")
     pad_id = property(lambda self: self._special_ids.get("<pad>"))
     bos_id = property(lambda self: self._special_ids.get("<bos>"))
     eos_id = property(lambda self: self._special_ids.get("<eos>"))

@@ -35,8 +35,30 @@ BYTE_OFFSET = 3                                         # byte b has id b + 3
 _BYTE_PIECE = re.compile(rb"<0x([0-9A-Fa-f]{2})>")
 
 
-def read_tokenizer_bin(path, vocab_size: int) -> tuple[list[bytes], list[float], int]:
-    """Pieces, scores and max_token_length from a llama2.c ``tokenizer.bin``."""
+def count_tokens(data: bytes) -> int | None:
+    """How many (score, length, bytes) records fill ``data`` after its header exactly,
+    or None if they do not (not a tokenizer.bin)."""
+    pos, n = 4, 0
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack_from("<i", data, pos + 4)
+        if length < 0 or pos + 8 + length > len(data):
+            return None
+        pos, n = pos + 8 + length, n + 1
+    return n if pos == len(data) and len(data) >= 4 else None
+
+
+def read_tokenizer_bin(path, vocab_size: int | None = None) -> tuple[list[bytes], list[float], int]:
+    """Pieces, scores and max_token_length from a llama2.c ``tokenizer.bin``.
+
+    ``vocab_size`` (from the model's header) is checked against the file; None counts the
+    records, which fill the file exactly.
+    """
+    if vocab_size is None:
+        with open(path, "rb") as f:
+            vocab_size = count_tokens(f.read())
+        if not vocab_size:
+            raise ValueError(f"{path} is not a llama2.c tokenizer.bin: its records do not "
+                             "fill the file (truncated or another format?)")
     if vocab_size <= 0:
         raise ValueError(f"vocab_size must be positive, got {vocab_size}")
     with open(path, "rb") as f:                         # FileNotFoundError if missing
@@ -67,7 +89,7 @@ class Llama2cTokenizer:
 
     bos_id, eos_id, unk_id = BOS_ID, EOS_ID, UNK_ID
 
-    def __init__(self, path, vocab_size: int):
+    def __init__(self, path, vocab_size: int | None = None):
         self.pieces, self.scores, self.max_token_length = read_tokenizer_bin(path, vocab_size)
         self.lookup: dict[bytes, int] = {}
         for i, piece in enumerate(self.pieces):
@@ -76,6 +98,10 @@ class Llama2cTokenizer:
     @property
     def vocab_size(self) -> int:
         return len(self.pieces)
+
+    @property
+    def special_ids(self) -> dict[str, int]:
+        return {"<unk>": UNK_ID, "<s>": BOS_ID, "</s>": EOS_ID}
 
     def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
         if not isinstance(text, str):
