@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from minillama import LlamaConfig, Llama
+from minillama import Llama, LlamaConfig
 from minillama.checkpoints.hf import config_to_hf, hf_name
 
 ROOT = Path(__file__).resolve().parents[1]
