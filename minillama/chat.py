@@ -10,7 +10,8 @@ that looks like a special token ("<|eot_id|>", "</s>") stays plain text.
 arXiv 2307.09288). A system prompt is folded into the first user turn; each finished
 exchange is one BOS ... EOS sequence and the open question ends at ``[/INST]``:
 
-    <s>[INST] <<SYS>>\\n{system}\\n<</SYS>>\\n\\n{user} [/INST] {answer} </s><s>[INST] {user} [/INST]
+    <s>[INST] <<SYS>>\\n{system}\\n<</SYS>>\\n\\n{user} [/INST] {answer} </s>
+    <s>[INST] {user} [/INST]
 
 where ``<s>``/``</s>`` are the BOS/EOS *ids* and each "[INST] ... " span is encoded as
 one piece of text (contents stripped). The model ends its turn with EOS.
@@ -21,13 +22,19 @@ one piece of text (contents stripped). The model ends its turn with EOS.
     <|start_header_id|>assistant<|end_header_id|>\\n\\n        (the generation prompt)
 
 The model ends its turn with ``<|eot_id|>``; Meta's generation stops at it or at
-``<|end_of_text|>`` (``stop_ids``). This is Llama 3.0's template; 3.1/3.2's also put
-"Cutting Knowledge Date" / "Today Date" lines in a system header (not done here).
+``<|end_of_text|>`` (``stop_ids``).
+
+**Llama 3.1 / 3.2 / 3.3** (``template="llama3.1"``): the same tokens, but the published HF
+templates always open with a system message that starts with the default system prompt
+of Meta's ``llama-models`` (``Cutting Knowledge Date: December 2023\nToday Date: ...\n\n``,
+then the user's system text, if any). Tool calling (``<|python_tag|>``, ``ipython``
+turns) is not covered here.
 """
 
 from __future__ import annotations
 
-TEMPLATES = ("llama2", "llama3")
+TEMPLATES = ("llama2", "llama3", "llama3.1")
+DEFAULT_DATE = "26 Jul 2024"        # the published 3.1 template's date when none is given
 B_INST, E_INST = "[INST]", "[/INST]"
 B_SYS, E_SYS = "<<SYS>>\n", "\n<</SYS>>\n\n"
 
@@ -99,26 +106,49 @@ def llama3_chat(tok, messages, add_generation_prompt: bool = True) -> list[int]:
     return ids
 
 
+def llama31_chat(tok, messages, add_generation_prompt: bool = True,
+                 date_string: str = DEFAULT_DATE) -> list[int]:
+    """Llama 3.1-3.3's HF layout: ``llama3_chat`` with a system message always first,
+    ``Cutting Knowledge Date: December 2023\nToday Date: {date_string}\n\n{system}``.
+    (The 3.2 template uses today's date where the renderer offers one: pass it.)"""
+    messages = _check_messages(messages)
+    system = ""
+    if messages[0]["role"] == "system":
+        system, messages = messages[0]["content"].strip(), messages[1:]
+    preamble = f"Cutting Knowledge Date: December 2023\nToday Date: {date_string}\n\n"
+    ids = [_special(tok, "<|begin_of_text|>")] + llama3_header(tok, "system")
+    ids += tok.encode(preamble + system) + [_special(tok, "<|eot_id|>")]
+    if messages:
+        ids += llama3_chat(tok, messages, add_generation_prompt)[1:]   # without its BOS
+    elif add_generation_prompt:
+        ids += llama3_header(tok, "assistant")
+    return ids
+
+
 def detect_template(tok) -> str:
-    """"llama3" if the tokenizer has Llama 3's header tokens, else "llama2"."""
+    """"llama3" if the tokenizer has Llama 3's header tokens, else "llama2" (the file
+    does not say whether a Llama 3 is 3.0 or 3.1+: ask for "llama3.1" by name)."""
     return "llama3" if "<|start_header_id|>" in getattr(tok, "special_ids", {}) else "llama2"
 
 
 def apply_chat_template(tok, messages, template: str | None = None,
-                        add_generation_prompt: bool = True) -> list[int]:
-    """Token ids of ``messages`` in ``template`` (one of TEMPLATES; None: detect_template)."""
+                        add_generation_prompt: bool = True, **options) -> list[int]:
+    """Token ids of ``messages`` in ``template`` (one of TEMPLATES; None: detect_template).
+    ``options``: ``date_string=`` for "llama3.1"."""
     template = template or detect_template(tok)
     if template == "llama2":
-        return llama2_chat(tok, messages, add_generation_prompt)
+        return llama2_chat(tok, messages, add_generation_prompt, **options)
     if template == "llama3":
-        return llama3_chat(tok, messages, add_generation_prompt)
+        return llama3_chat(tok, messages, add_generation_prompt, **options)
+    if template == "llama3.1":
+        return llama31_chat(tok, messages, add_generation_prompt, **options)
     raise ValueError(f"unknown chat template {template!r}; known: {', '.join(TEMPLATES)}")
 
 
 def end_of_turn_id(tok, template: str | None = None) -> int:
     """The token a chat model emits when its turn is over: Llama 3 <|eot_id|>, Llama 2 EOS."""
     template = template or detect_template(tok)
-    if template == "llama3":
+    if template in ("llama3", "llama3.1"):
         return _special(tok, "<|eot_id|>")
     if template == "llama2":
         if tok.eos_id is None:
@@ -129,8 +159,12 @@ def end_of_turn_id(tok, template: str | None = None) -> int:
 
 def stop_ids(tok, template: str | None = None) -> tuple[int, ...]:
     """Ids that end generation in a chat (``generate(..., stop_tokens=...)``): the end of
-    turn, plus EOS (Meta's Llama 3 stops at <|eot_id|> and <|end_of_text|>)."""
-    ids = [end_of_turn_id(tok, template)]
-    if tok.eos_id is not None and tok.eos_id not in ids:
-        ids.append(tok.eos_id)
-    return tuple(ids)
+    turn first, then EOS; for Llama 3 also <|end_of_text|> and, where the tokenizer names
+    it, 3.1's <|eom_id|> (Meta's llama-models stops at all three; an HF Instruct
+    snapshot's ``eos_token`` is <|eot_id|>, so it is not enough alone)."""
+    template = template or detect_template(tok)
+    ids = [end_of_turn_id(tok, template), tok.eos_id]
+    if template in ("llama3", "llama3.1"):
+        named = getattr(tok, "special_ids", {})
+        ids += [named.get("<|end_of_text|>"), named.get("<|eom_id|>")]
+    return tuple(dict.fromkeys(i for i in ids if i is not None))

@@ -102,7 +102,7 @@ def read_tiktoken_file(path) -> dict[bytes, int]:
 
 
 def bpe_by_rank(piece: bytes, ranks: dict[bytes, int]) -> list[int]:
-    """Token ids of one pre-tokenized chunk: merge the lowest-ranked adjacent pair until none is left."""
+    """Token ids of one pre-tokenized chunk: merge the lowest-ranked pair until none is left."""
     if piece in ranks:
         return [ranks[piece]]
     parts = [piece[i:i + 1] for i in range(len(piece))]

@@ -19,7 +19,8 @@ except ModuleNotFoundError:          # Python 3.10
     tomllib = pytest.importorskip("tomli")
 
 ROOT = Path(__file__).resolve().parent.parent
-PUBLIC = ["LlamaConfig", "CONFIGS", "Llama", "count_parameters", "load", "save"]
+PUBLIC = ["LlamaConfig", "CONFIGS", "Llama", "count_parameters", "load", "save",
+          "load_tokenizer", "apply_chat_template"]
 
 
 def read_simple_yaml(text: str) -> dict:
@@ -182,7 +183,9 @@ def test_public_names():
     assert issubclass(minillama.Llama, torch.nn.Module)
     assert minillama.CONFIGS and all(isinstance(c, minillama.LlamaConfig)
                                      for c in minillama.CONFIGS.values())
-    assert all(callable(getattr(minillama, n)) for n in ("count_parameters", "load", "save"))
+    assert all(callable(getattr(minillama, n)) for n in ("count_parameters", "load", "save",
+                                                         "load_tokenizer",
+                                                         "apply_chat_template"))
 
 
 def test_readme_library_snippet_runs_as_written(tmp_path, monkeypatch, capsys):

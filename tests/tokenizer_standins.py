@@ -10,9 +10,10 @@ import base64
 import io
 import json
 
+from tokenizer_strings import training_text
+
 from minillama.tokenizer import Tokenizer
 from minillama.tokenizer_tiktoken import LLAMA3_PATTERN
-from tokenizer_strings import training_text
 
 LLAMA3_TOKENS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
                  "<|end_header_id|>", "<|eot_id|>"]
