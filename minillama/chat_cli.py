@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .chat import apply_chat_template, detect_template, stop_ids
+from .chat import TEMPLATES, apply_chat_template, detect_template, stop_ids
 from .checkpoints import detect_format, load
 from .checkpoints.hf import eos_ids
 from .checkpoints.memory import parameter_count
@@ -146,7 +146,7 @@ def add_arguments(g, positive_int=int):
     g.add_argument("--chat", action="store_true",
                    help="chat in the checkpoint's template, one user turn per stdin line")
     g.add_argument("--system", help="--chat: a system message first")
-    g.add_argument("--template", choices=["llama2", "llama3"],
+    g.add_argument("--template", choices=list(TEMPLATES),
                    help="--chat: the template (default: from the tokenizer's tokens)")
     g.add_argument("--max-new-tokens", type=int, default=100)
     g.add_argument("--temperature", type=float, default=0.8)
