@@ -167,12 +167,16 @@ def test_refuses_when_weights_exceed_free_memory(tmp_path, monkeypatch, capsys):
 def test_cli_refusal_is_one_line(tmp_path):
     import subprocess
     import sys
+
+    from tokenizer_standins import make_sentencepiece_file
     path = publish(hf_model(GENERATIONS["llama2"][0]), tmp_path / "s", 2)
+    make_sentencepiece_file(path, vocab_size=300)       # Llama 2's tokenizer.model format
     run = subprocess.run([sys.executable, "-m", "minillama", "generate", str(path),
                           "--prompt", "hi"], capture_output=True, text=True, timeout=120,
                          env={**__import__("os").environ, "MINILLAMA_MAX_BYTES": "1000"})
     assert run.returncode == 2 and "Traceback" not in run.stderr
-    assert "error:" in run.stderr and "free" in run.stderr, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert lines[-1].startswith("minillama generate: error:") and "free" in lines[-1], lines
 
 
 def test_parameter_count_reads_no_tensor(tmp_path, monkeypatch):
