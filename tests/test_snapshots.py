@@ -170,7 +170,7 @@ def test_cli_refusal_is_one_line(tmp_path):
 
     from tokenizer_standins import make_sentencepiece_file
     path = publish(hf_model(GENERATIONS["llama2"][0]), tmp_path / "s", 2)
-    make_sentencepiece_file(path, vocab_size=300)       # Llama 2's tokenizer.model format
+    make_sentencepiece_file(path)                       # Llama 2's tokenizer.model format
     run = subprocess.run([sys.executable, "-m", "minillama", "generate", str(path),
                           "--prompt", "hi"], capture_output=True, text=True, timeout=120,
                          env={**__import__("os").environ, "MINILLAMA_MAX_BYTES": "1000"})
