@@ -2,6 +2,7 @@
 
     python -m minillama train --recipe stories --out runs/stories
     python -m minillama generate minillama/reference/stories --prompt "Once upon a time"
+    python -m minillama generate ~/models/Llama-3.2-1B-Instruct --chat   # any HF snapshot
     python -m minillama count llama2-7b llama3-8b
     python -m minillama eval minillama/reference/arithmetic
     python -m minillama eval minillama/adapters/lora-qv   # a shipped PEFT adapter
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 
 from . import course, load, save
+from .chat_cli import add_arguments as add_generate_arguments
 from .config import CONFIGS
 from .devices import PRECISIONS, resolve_precision
 from .distributed import full_state, gather_objects, measure_held, placement
@@ -153,21 +155,7 @@ def _load_with_tokenizer(path):
     if (path / "card.json").exists():
         verify(path)
     tok = Tokenizer.load(path / "tokenizer.json") if (path / "tokenizer.json").exists() else None
-    return load(path), tok
-
-
-def cmd_generate(args):
-    model, tok = _load_with_tokenizer(args.checkpoint)
-    if tok is None:
-        raise ValueError(f"{args.checkpoint} has no tokenizer.json; cannot encode a prompt")
-    prompt = tok.encode(args.prompt.replace("\\n", "\n"), bos=True)
-    for i in range(args.samples):
-        out = model.generate(torch.tensor(prompt), args.max_new_tokens, args.temperature,
-                             args.top_k, args.top_p, stop_tokens=[tok.eos_id],
-                             seed=None if args.seed is None else args.seed + i)
-        print(tok.decode(prompt[1:] + out.tolist(), skip_special=True))
-        if args.samples > 1:
-            print("-" * 40)
+    return load(path, quiet=True), tok
 
 
 def cmd_count(args):
@@ -298,16 +286,9 @@ def build_parser():
     t.add_argument("--resume", action="store_true",
                    help="continue from <out>/ckpt.pt (<out>/ckpt/ with --parallel fsdp)")
     t.set_defaults(fn=cmd_train)
-    g = sub.add_parser("generate", help="sample text from a checkpoint directory")
-    g.add_argument("checkpoint")
-    g.add_argument("--prompt", default="")
-    g.add_argument("--max-new-tokens", type=int, default=100)
-    g.add_argument("--temperature", type=float, default=0.8)
-    g.add_argument("--top-k", type=int)
-    g.add_argument("--top-p", type=float)
-    g.add_argument("--seed", type=int)
-    g.add_argument("--samples", type=_positive_int, default=1)
-    g.set_defaults(fn=cmd_generate)
+    g = sub.add_parser("generate", help="sample text from a checkpoint directory, or chat "
+                                        "with it (--chat)")
+    add_generate_arguments(g, _positive_int)
     c = sub.add_parser("count", help="exact parameter counts and KV-cache size")
     c.add_argument("models", nargs="*",
                    help="names from minillama.CONFIGS (default: all of them)")

@@ -132,3 +132,38 @@ def generate(model, tokens, max_new_tokens: int, temperature: float = 0.0,
     model.train(was_training)
     out = torch.stack(new, dim=1) if new else tokens.new_zeros((b, 0))
     return out[0] if squeeze else out
+
+
+@torch.inference_mode()
+def stream(model, tokens, max_new_tokens: int, temperature: float = 0.0,
+           top_k: int | None = None, top_p: float | None = None, stop_tokens=(),
+           seed: int | None = None):
+    """``generate`` for one sequence, *yielding* each new token id as soon as it is
+    sampled, so a chat can print it at once; it ends after a stop token (yielded too)
+    or ``max_new_tokens``. Same tokens as ``generate`` for the same arguments."""
+    _check(temperature, top_k, top_p, max_new_tokens)
+    tokens = torch.as_tensor(tokens, device=model.tok_embeddings.weight.device).long()
+    if tokens.dim() != 1 or tokens.numel() == 0:
+        raise ValueError(f"stream takes one non-empty prompt of shape (t,), "
+                         f"got {tuple(tokens.shape)}")
+    check_token_ids(tokens, model.cfg.vocab_size, "prompt token ids")
+    total = tokens.numel() + max_new_tokens
+    if total > model.cfg.max_seq_len:
+        raise ValueError(f"prompt ({tokens.numel()}) + max_new_tokens ({max_new_tokens}) "
+                         f"exceeds max_seq_len={model.cfg.max_seq_len}")
+    generator = None if seed is None else torch.Generator(tokens.device).manual_seed(seed)
+    stops = {int(s) for s in stop_tokens}
+    was_training = model.training
+    model.eval()
+    cache, inp, pos = model.make_cache(1, total), tokens[None], 0
+    try:
+        for _ in range(max_new_tokens):
+            logits = model(inp, start_pos=pos, cache=cache, last_only=True)
+            pos += inp.shape[1]
+            nxt = sample_next(logits[:, -1], temperature, top_k, top_p, generator)
+            yield int(nxt)
+            if int(nxt) in stops:
+                return
+            inp = nxt[:, None]
+    finally:
+        model.train(was_training)

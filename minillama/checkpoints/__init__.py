@@ -9,7 +9,11 @@
     a single file with a 7-int32 header                         -> llama2c (llama2c.py)
 
 Every loader returns a ``Llama`` in eval mode with float32 weights (``dtype=`` to
-change it) and interleaved RoPE pairs; every saver writes atomically (``io.py``).
+change it) on the CPU (``device=``) and interleaved RoPE pairs; every saver writes
+atomically (``io.py``). Before reading a tensor, ``load`` prints the memory the weights
+will take and refuses when the device has less free (``memory.py``); loaders convert
+each tensor to the target dtype and device as they read it, shard by shard, so a
+model stored in float32 and loaded in bfloat16 never exists whole in float32.
 Saving as ``hf`` writes ``Llama4ForCausalLM`` for a model with Llama 4 features and
 ``LlamaForCausalLM`` otherwise; the Meta and llama2.c formats cannot hold Llama 4.
 """
@@ -25,6 +29,7 @@ from .hf import hf_to_meta_permute, load_hf, meta_to_hf_permute, save_hf
 from .hf_llama4 import MODEL_TYPES as LLAMA4_TYPES
 from .hf_llama4 import is_llama4, load_hf_llama4, save_hf_llama4
 from .llama2c import load_llama2c, save_llama2c
+from .memory import NotEnoughMemory, check_fits
 from .meta import load_meta, save_meta
 from .native import MARKER, load_native, save_native
 
@@ -77,19 +82,29 @@ def detect_format(path) -> str:
                      f"expected {EXPECTED}")
 
 
-def load(path, *, format: str | None = None, dtype: torch.dtype = torch.float32, **kwargs):
-    """Load a ``Llama`` from ``path``; ``format`` is detected unless given.
+def load(path, *, format: str | None = None, dtype: torch.dtype = torch.float32,
+         device="cpu", max_bytes: int | None = None, quiet: bool = False, **kwargs):
+    """Load a ``Llama`` from ``path`` onto ``device`` in ``dtype``; ``format`` is detected.
 
-    Format-specific options: hf ``rope_layout``; meta ``vocab_size``, ``max_seq_len``,
-    ``embedding_shard_dim``.
+    First prints (to stderr, unless ``quiet``) parameters x bytes per value at ``dtype``
+    and raises ``NotEnoughMemory`` when that exceeds the free memory of ``device``
+    (capped by ``max_bytes`` or ``$MINILLAMA_MAX_BYTES``). Format-specific options: hf
+    ``rope_layout``; meta ``vocab_size``, ``max_seq_len``, ``embedding_shard_dim``.
     """
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype (e.g. torch.bfloat16), "
+                        f"got {dtype!r}")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device}: no CUDA device is available")
     recover(path)
     format = format or detect_format(path)
     if format not in LOADERS:
         raise ValueError(f"unknown checkpoint format {format!r}; known: {', '.join(FORMATS)}")
     if not Path(path).exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    return LOADERS[format](path, dtype=dtype, **kwargs)
+    check_fits(path, format, dtype, device, max_bytes, quiet)
+    return LOADERS[format](path, dtype=dtype, device=device, **kwargs)
 
 
 def save(model, path, format: str = "native", **kwargs) -> Path:
@@ -104,4 +119,4 @@ def save(model, path, format: str = "native", **kwargs) -> Path:
 
 
 __all__ = ["load", "save", "detect_format", "FORMATS", "meta_to_hf_permute",
-           "hf_to_meta_permute"]
+           "hf_to_meta_permute", "NotEnoughMemory"]

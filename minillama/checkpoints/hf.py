@@ -40,8 +40,10 @@ from .io import (
     check_tensors,
     expected_shapes,
     model_state,
+    placer,
     read_safetensors,
     read_torch,
+    safetensors_header,
     write_safetensors,
 )
 
@@ -138,7 +140,8 @@ def config_from_hf(d: dict, tied: bool, rope_layout: str = "interleaved") -> Lla
         dim=d["hidden_size"], n_layers=d["num_hidden_layers"], n_heads=heads,
         n_kv_heads=d.get("num_key_value_heads") or heads, vocab_size=d["vocab_size"],
         hidden_dim=d["intermediate_size"], norm_eps=d.get("rms_norm_eps", 1e-6),
-        max_seq_len=d.get("max_position_embeddings", 2048), tie_embeddings=tied,
+        max_seq_len=d.get("max_position_embeddings", d.get("max_sequence_length", 2048)),
+        tie_embeddings=tied,
         rope_layout=rope_layout, **_rope_from_hf(d))
 
 
@@ -155,34 +158,77 @@ def save_hf(model: Llama, path) -> Path:
     return Path(path)
 
 
-def _read_weights(path: Path) -> dict:
+def weight_files(path: Path) -> tuple[list[Path], object]:
+    """The files holding the weights (one, or the shards an index lists) and their reader."""
     if (path / "model.safetensors").is_file():
-        return read_safetensors(path / "model.safetensors")
+        return [path / "model.safetensors"], read_safetensors
     for index, reader in (("model.safetensors.index.json", read_safetensors),
                           ("pytorch_model.bin.index.json", read_torch)):
         if (path / index).is_file():
-            files = sorted(set(read_json(path / index)["weight_map"].values()))
-            return {k: v for f in files for k, v in reader(path / f).items()}
+            weight_map = read_json(path / index).get("weight_map")
+            if not isinstance(weight_map, dict) or not weight_map:
+                raise ValueError(f"{path / index} has no weight_map of tensor -> file")
+            return [path / f for f in sorted(set(weight_map.values()))], reader
     if (path / "pytorch_model.bin").is_file():
-        return read_torch(path / "pytorch_model.bin")
+        return [path / "pytorch_model.bin"], read_torch
     raise FileNotFoundError(f"{path}: no weights found; expected model.safetensors, "
                             f"model.safetensors.index.json or pytorch_model.bin")
 
 
-def load_hf(path, *, dtype=torch.float32, rope_layout: str = "interleaved") -> Llama:
-    """Load a HF Llama; ``rope_layout="half"`` keeps HF's q/k rows as they are."""
+def weight_shapes(path: Path) -> dict[str, tuple]:
+    """Every stored tensor's shape, from the safetensors headers (or a memory map)."""
+    files, reader = weight_files(path)
+    if reader is read_safetensors:
+        return {k: tuple(v["shape"]) for f in files for k, v in safetensors_header(f).items()}
+    return {k: tuple(v.shape) for f in files
+            for k, v in read_torch(f, transform=lambda n, t: t).items()}
+
+
+def _read_weights(path: Path, transform=None, keep=None) -> dict:
+    """The weights named by ``keep`` (all), each passed through ``transform(name, tensor)``
+    as it is read: shard after shard, tensor after tensor, so only results accumulate."""
+    files, reader = weight_files(path)
+    return {k: v for f in files for k, v in reader(f, transform, keep).items()}
+
+
+def eos_ids(path) -> list[int]:
+    """The end-of-sequence ids a snapshot's generation_config.json (else config.json)
+    names: an int or, for chat models such as Llama 3 Instruct, a list."""
+    path = Path(path)
+    for name in ("generation_config.json", "config.json"):
+        if (path / name).is_file():
+            eos = read_json(path / name).get("eos_token_id")
+            if eos is not None:
+                return [eos] if isinstance(eos, int) else [int(e) for e in eos]
+    return []
+
+
+def load_hf(path, *, dtype=torch.float32, device=None, rope_layout: str = "interleaved") -> Llama:
+    """Load a HF Llama; ``rope_layout="half"`` keeps HF's q/k rows as they are.
+
+    Each tensor is converted to ``dtype`` on ``device`` (and its q/k rows reordered) as
+    it is read, shard by shard, so the whole model never exists in the file's dtype.
+    """
     path = Path(path)
     d = read_json(path / "config.json")
-    raw = _read_weights(path)
-    raw = {k: v for k, v in raw.items() if not k.endswith("rotary_emb.inv_freq")}
-    tied = bool(d.get("tie_word_embeddings", False)) or "lm_head.weight" not in raw
+    stored = {k: v for k, v in weight_shapes(path).items()
+              if not k.endswith("rotary_emb.inv_freq")}
+    tied = bool(d.get("tie_word_embeddings", False)) or "lm_head.weight" not in stored
     if tied:
-        raw.pop("lm_head.weight", None)
+        stored.pop("lm_head.weight", None)
     cfg = config_from_hf(d, tied, rope_layout)
     shapes = expected_shapes(cfg)
     names = {hf_name(k): k for k in shapes}                  # HF name -> ours
-    check_tensors({k: v.shape for k, v in raw.items()}, {h: shapes[k] for h, k in names.items()})
-    state = {names[k]: v for k, v in raw.items()}
-    if rope_layout == "interleaved":
-        state = permute_qk(state, cfg, hf_to_meta_permute)
-    return build_model(cfg, state, dtype)
+    check_tensors(stored, {h: shapes[k] for h, k in names.items()})   # before reading
+    place = placer(dtype, device)
+    heads = {"q_proj": cfg.n_heads, "k_proj": cfg.n_kv_heads}
+
+    def transform(name, t):
+        t = place(name, t)
+        m = re.fullmatch(r"model\.layers\.\d+\.self_attn\.(q_proj|k_proj)\.weight", name)
+        if m and rope_layout == "interleaved":
+            t = hf_to_meta_permute(t, heads[m[1]]).contiguous()
+        return t
+
+    raw = _read_weights(path, transform, keep=stored.__contains__)
+    return build_model(cfg, {names[k]: v for k, v in raw.items()}, dtype, device)

@@ -53,6 +53,7 @@ from .io import (
     check_tensors,
     expected_shapes,
     model_state,
+    placer,
     write_safetensors,
 )
 
@@ -119,7 +120,8 @@ def from_hf(raw: dict, cfg: LlamaConfig) -> dict:
     check_tensors({k: v.shape for k, v in raw.items()}, hf_shapes)
     ours = {hf_name(k): k for k in shapes if not _EXPERTS.fullmatch(k)}
     state = {}
-    for k, v in raw.items():
+    for k in list(raw):                        # popped: each source freed once converted
+        v = raw.pop(k)
         m = _HF_EXPERTS.fullmatch(k)
         if m is None:
             state[ours[k]] = v
@@ -213,11 +215,15 @@ def save_hf_llama4(model: Llama, path) -> Path:
     return Path(path)
 
 
-def load_hf_llama4(path, *, dtype=torch.float32, rope_layout: str = "interleaved") -> Llama:
+def load_hf_llama4(path, *, dtype=torch.float32, device=None,
+                   rope_layout: str = "interleaved") -> Llama:
     """Load the text model of a HF Llama 4 directory (``rope_layout="half"`` permutes q, k)."""
     path = Path(path)
     d = read_json(path / "config.json")
-    raw = _read_weights(path)
+    place = placer(dtype, device)             # each tensor converted as it is read
+    multimodal = d.get("model_type") == "llama4"  # vision tower and projector: not read
+    raw = _read_weights(path, place, keep=lambda name: not multimodal
+                        or name.startswith("language_model."))
     if d.get("model_type") == "llama4":           # keep the language model, drop vision
         raw = {k.removeprefix("language_model."): v for k, v in raw.items()
                if k.startswith("language_model.")}
@@ -229,4 +235,4 @@ def load_hf_llama4(path, *, dtype=torch.float32, rope_layout: str = "interleaved
     state = from_hf(raw, cfg)
     if rope_layout == "half":
         state = permute_qk(state, cfg, meta_to_hf_permute)
-    return build_model(cfg, state, dtype)
+    return build_model(cfg, state, dtype, device)

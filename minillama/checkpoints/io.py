@@ -19,7 +19,8 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from ..config import LlamaConfig
 from ..model import Llama
@@ -43,8 +44,9 @@ def write_torch(obj, path):
 
 
 # ----------------------------------------------------------------------------- reading
-def read_safetensors(path) -> dict[str, torch.Tensor]:
-    """Load a safetensors file after checking that it holds every byte its header promises.
+def safetensors_header(path) -> dict[str, dict]:
+    """A safetensors file's header (name -> dtype, shape, data_offsets), checked against
+    the file's size, without reading any tensor.
 
     Layout: 8 bytes (little-endian header length n), n bytes of JSON giving each
     tensor's dtype, shape and byte range, then the raw tensor bytes.
@@ -62,27 +64,75 @@ def read_safetensors(path) -> dict[str, torch.Tensor]:
             header = json.loads(f.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ValueError(f"{path} is not a safetensors file (bad JSON header)") from None
-    data = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"),
-               default=0)
+    header.pop("__metadata__", None)
+    data = max((v["data_offsets"][1] for v in header.values()), default=0)
     if 8 + n + data > size:
         raise ValueError(f"{path} is truncated: header promises {data} bytes of tensor data, "
                          f"found {size - 8 - n}")
-    return load_file(str(path))
+    return header
 
 
-def read_torch(path) -> dict[str, torch.Tensor]:
-    """``torch.load`` with ``weights_only=True`` (no arbitrary code), errors made clear."""
+def read_safetensors(path, transform=None, keep=None) -> dict[str, torch.Tensor]:
+    """Load a safetensors file after checking that it holds every byte its header promises.
+
+    Tensors are read one at a time (``safe_open``) and passed through
+    ``transform(name, tensor)`` as they arrive, so a conversion to another dtype or
+    device never holds more than one source tensor beside its result. Names for which
+    ``keep(name)`` is false are not read at all.
+    """
+    safetensors_header(path)
+    out = {}
+    with safe_open(str(path), framework="pt") as f:
+        for name in f.keys():
+            if keep is not None and not keep(name):
+                continue
+            t = f.get_tensor(name)
+            out[name] = transform(name, t) if transform else t
+    return out
+
+
+def read_torch(path, transform=None, keep=None) -> dict[str, torch.Tensor]:
+    """``torch.load`` with ``weights_only=True`` (no arbitrary code), errors made clear.
+
+    With a ``transform`` the file is memory-mapped where its format allows, so each
+    tensor is read from disk when ``transform(name, tensor)`` converts it, not all at once.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True,
+                               mmap=transform is not None)
+        except RuntimeError as e:           # the legacy (pre-zip) format cannot be mapped
+            if "mmap" not in str(e):
+                raise
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:          # noqa: BLE001 -- damaged bytes raise many kinds
         # (UnpicklingError, RuntimeError, EOFError, IndexError, ...). torch's own message
         # suggests weights_only=False, which would run any code the file holds: we name
         # the problem instead.
         raise ValueError(f"{path} is truncated or corrupt: not a complete torch.save archive "
                          f"({type(e).__name__})") from None
+    if not isinstance(state, dict) or (transform is None and keep is None):
+        return state
+    transform = transform or (lambda name, t: t)
+    return {k: transform(k, state.pop(k)) for k in list(state) if keep is None or keep(k)}
+
+
+def placer(dtype: torch.dtype | None = None, device=None):
+    """``transform(name, tensor)`` moving floating tensors to ``dtype`` on ``device``.
+
+    The smaller side of the conversion crosses to the device: a bf16 file loaded as
+    float32 on a GPU is copied in bf16 and widened there; a float32 file loaded as bf16
+    is narrowed first. Integer tensors keep their dtype.
+    """
+    def place(name, t: torch.Tensor) -> torch.Tensor:
+        to = dtype if dtype is not None and t.is_floating_point() else t.dtype
+        if to.itemsize >= t.dtype.itemsize:
+            return t.to(device or t.device).to(to)
+        return t.to(to).to(device or t.device)
+    return place
 
 
 # ----------------------------------------------------------------------------- checking
@@ -121,20 +171,23 @@ def model_state(model: Llama) -> dict[str, torch.Tensor]:
     return state
 
 
-def build_model(cfg: LlamaConfig, state: dict, dtype=torch.float32) -> Llama:
+def build_model(cfg: LlamaConfig, state: dict, dtype=torch.float32, device=None) -> Llama:
     """A ``Llama`` in eval mode holding ``state`` (our names, already checked).
 
     The model is built on the ``meta`` device, so no time or memory goes into a random
     initialisation that would be overwritten; the loaded tensors are then adopted as
-    they are (``assign=True``) and the RoPE table is computed for real.
+    they are (``assign=True``) and the RoPE table is computed for real. Tensors already
+    in ``dtype`` on ``device`` (the loaders convert them as they read, ``placer``) are
+    adopted without a copy.
     """
     with torch.device("meta"):
         model = Llama(cfg)
-    state = {k: v.to(dtype) for k, v in state.items()}
+    place = placer(dtype, device)
+    state = {k: place(k, state.pop(k)) for k in list(state)}
     if cfg.tie_embeddings:
         state["output.weight"] = state["tok_embeddings.weight"]
     model.load_state_dict(state, assign=True)
     if cfg.tie_embeddings:
         model.output.weight = model.tok_embeddings.weight
-    model.freqs_cis = model.rope_table()
+    model.freqs_cis = model.rope_table().to(device or "cpu")
     return model.eval()

@@ -34,7 +34,7 @@ from ..config import LlamaConfig
 from ..files import atomic_file
 from ..model import Llama
 from .hf import hf_to_meta_permute, permute_qk
-from .io import build_model, expected_shapes, model_state
+from .io import build_model, expected_shapes, model_state, placer
 
 HEADER = struct.Struct("<7i")
 PER_LAYER = ("attention_norm", "attention.wq", "attention.wk", "attention.wv", "attention.wo",
@@ -109,7 +109,7 @@ def read_header(path) -> LlamaConfig:
                          f"{HEADER.unpack(raw)} is not a valid model ({e})") from None
 
 
-def load_llama2c(path, *, dtype=torch.float32) -> Llama:
+def load_llama2c(path, *, dtype=torch.float32, device=None) -> Llama:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found")
@@ -122,11 +122,12 @@ def load_llama2c(path, *, dtype=torch.float32) -> Llama:
     if found > promised:
         raise ValueError(f"{path} has {found - promised} bytes more than its llama2.c header "
                          f"describes ({promised}); is it a legacy llama2.c file?")
-    data = np.fromfile(path, dtype="<f4", offset=HEADER.size)
-    state, offset = {}, 0
+    data = np.memmap(path, dtype="<f4", mode="r", offset=HEADER.size)   # read as used
+    state, offset, place = {}, 0, placer(dtype, device)
     for name, shape in _layout(cfg):
         n = math.prod(shape)
         if not name.startswith("freq_cis"):
-            state[name] = torch.from_numpy(data[offset:offset + n].reshape(shape).copy())
+            t = torch.from_numpy(np.array(data[offset:offset + n]).reshape(shape))
+            state[name] = place(name, t)
         offset += n
-    return build_model(cfg, state, dtype)
+    return build_model(cfg, state, dtype, device)

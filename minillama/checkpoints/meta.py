@@ -20,6 +20,13 @@ A big model is cut into shards the way Meta's tensor parallelism splits the matr
 argument), so ``load`` takes ``max_seq_len``. ``vocab_size: -1`` (LLaMA 1) means "ask
 the tokenizer": pass ``vocab_size=`` or it is read off the embedding. Meta's files
 always contain ``output.weight``; a head identical to the embedding loads as tied.
+
+``use_scaled_rope`` names Llama 3.1's RoPE scaling (factor 8) but not its factor, and
+Llama 3.2 1B/3B use factor 32 (their HF config.json says so; Meta's reference code
+hard-coded 8, meta-llama/llama-models issue 241). The 1B and 3B are the only Llama 3
+models with a tied head, so a tied scaled model gets 32, unless params.json carries
+``rope_scaling_factor`` (or ``rope_scaling``, our own key) or ``load`` is told
+``rope_scaling_factor=``.
 """
 
 from __future__ import annotations
@@ -38,11 +45,13 @@ from .io import (
     check_tensors,
     expected_shapes,
     model_state,
+    placer,
     read_torch,
     write_torch,
 )
 
 META_SCALING = RopeScaling(8.0, 1.0, 4.0, 8192)   # what Meta's code means by use_scaled_rope
+TIED_FACTOR = 32.0                                # Llama 3.2 1B/3B (tied heads)
 
 
 def _split_dim(name: str, embedding_dim: int) -> int | None:
@@ -72,15 +81,23 @@ def params_json(cfg: LlamaConfig) -> dict:
               "use_scaled_rope": cfg.rope_scaling is not None}
     if cfg.rope_scaling is not None and cfg.rope_scaling != META_SCALING:
         params["rope_scaling"] = vars(cfg.rope_scaling)    # our addition; Meta's are fixed
+    elif cfg.rope_scaling is not None and cfg.tie_embeddings:
+        params["rope_scaling_factor"] = cfg.rope_scaling.factor   # not the tied default, 32
     return params
 
 
-def config_from_params(p: dict, vocab_size: int, max_seq_len: int, tied: bool) -> LlamaConfig:
+def config_from_params(p: dict, vocab_size: int, max_seq_len: int, tied: bool,
+                       rope_scaling_factor: float | None = None) -> LlamaConfig:
     missing = [k for k in ("dim", "n_layers", "n_heads") if k not in p]
     if missing:
         raise ValueError(f"params.json lacks {missing}")
     scaled = bool(p.get("use_scaled_rope", False))
     scaling = RopeScaling(**p["rope_scaling"]) if "rope_scaling" in p else META_SCALING
+    factor = rope_scaling_factor or p.get("rope_scaling_factor") or (
+        TIED_FACTOR if tied and "rope_scaling" not in p else None)
+    if factor:
+        scaling = RopeScaling(float(factor), scaling.low_freq_factor, scaling.high_freq_factor,
+                              scaling.original_max_seq_len)
     return LlamaConfig(
         dim=p["dim"], n_layers=p["n_layers"], n_heads=p["n_heads"],
         n_kv_heads=p.get("n_kv_heads") or p["n_heads"], vocab_size=vocab_size,
@@ -129,17 +146,20 @@ def _merge(shards: list[dict], dim: int, embedding_shard_dim: int | None) -> dic
         emb = shards[0].get("tok_embeddings.weight")
         embedding_shard_dim = 0 if emb is not None and emb.shape[1] == dim else 1
     return {k: shards[0][k] if (d := _split_dim(k, embedding_shard_dim)) is None
-            else torch.cat([s[k] for s in shards], dim=d) for k in names}
+            else torch.cat([s.pop(k) for s in shards], dim=d) for k in sorted(names)}
 
 
-def load_meta(path, *, dtype=torch.float32, vocab_size: int | None = None,
-              max_seq_len: int = 4096, embedding_shard_dim: int | None = None) -> Llama:
+def load_meta(path, *, dtype=torch.float32, device=None, vocab_size: int | None = None,
+              max_seq_len: int = 4096, embedding_shard_dim: int | None = None,
+              rope_scaling_factor: float | None = None) -> Llama:
     path = Path(path)
     p = read_json(path / "params.json")
     files = sorted(path.glob("consolidated.*.pth"), key=lambda f: int(f.name.split(".")[1]))
     if not files:
         raise FileNotFoundError(f"{path}: no consolidated.*.pth files beside params.json")
-    shards = [read_torch(f) for f in files]
+    # memory-mapped; each tensor converted to dtype/device as read (a model-parallel piece
+    # at a time), so only the concatenated result ever fills memory
+    shards = [read_torch(f, placer(dtype, device)) for f in files]
     for s in shards:
         s.pop("rope.freqs", None)             # LLaMA 1 stored its RoPE table; we recompute it
     state = _merge(shards, p.get("dim"), embedding_shard_dim)
@@ -154,7 +174,7 @@ def load_meta(path, *, dtype=torch.float32, vocab_size: int | None = None,
     tied = out is None or (emb is not None and emb.shape == out.shape and torch.equal(emb, out))
     if tied:
         state.pop("output.weight", None)
-    cfg = config_from_params(p, vocab_size, max_seq_len, tied)
+    cfg = config_from_params(p, vocab_size, max_seq_len, tied, rope_scaling_factor)
     check_tensors({k: v.shape for k, v in state.items()}, expected_shapes(cfg))
-    return build_model(cfg, state, dtype)
+    return build_model(cfg, state, dtype, device)
 

@@ -29,7 +29,9 @@ from .io import (
     check_tensors,
     expected_shapes,
     model_state,
+    placer,
     read_safetensors,
+    safetensors_header,
     write_safetensors,
 )
 
@@ -44,12 +46,13 @@ def save_native(model: Llama, path) -> Path:
     return Path(path)
 
 
-def load_native(path, *, dtype=torch.float32) -> Llama:
+def load_native(path, *, dtype=torch.float32, device=None) -> Llama:
     path = Path(path)
     meta = read_json(path / "config.json")
     if meta.pop("format", None) != MARKER:
         raise ValueError(f"{path / 'config.json'} has no \"format\": \"minillama\" marker")
     cfg = LlamaConfig.from_dict(meta)
-    state = read_safetensors(path / "model.safetensors")
-    check_tensors({k: v.shape for k, v in state.items()}, expected_shapes(cfg))
-    return build_model(cfg, state, dtype)
+    shapes = {k: v["shape"] for k, v in safetensors_header(path / "model.safetensors").items()}
+    check_tensors(shapes, expected_shapes(cfg))
+    state = read_safetensors(path / "model.safetensors", placer(dtype, device))
+    return build_model(cfg, state, dtype, device)
