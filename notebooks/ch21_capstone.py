@@ -276,3 +276,17 @@ assert d_merged <= 1e-4 * max(1.0, scale) and d_peft <= 1e-4 * max(1.0, scale)
 # %%
 elapsed = time.perf_counter() - T0
 print(f"chapter ran in {elapsed:.0f} s")
+
+# %% [markdown]
+# ## Exercises
+#
+# `exercises/ch21_capstone.py`: the two pieces of Llama 3's tokenizer that fit in a few
+# lines. `bpe_by_rank` encodes one pre-tokenized chunk by merging the lowest-ranked
+# adjacent pair until none is left (graded against the `tiktoken` library on the same
+# ranks); `llama3_prompt` writes the Llama 3 chat text of a list of messages (graded
+# against the published Jinja chat template). Grade your work with the cell below (set
+# `IMPL = "exercises"`); as shipped it grades the reference solutions.
+
+# %%
+IMPL = "solutions"
+result = course.grade("ch21", impl=IMPL)
