@@ -27,6 +27,7 @@
 # %%
 import copy
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +38,7 @@ import minillama
 from minillama import course
 from minillama import peft as P
 from minillama.chat import apply_chat_template, detect_template, end_of_turn_id, stop_ids
+from minillama.chat_cli import TextStream
 from minillama.checkpoints import NotEnoughMemory
 from minillama.checkpoints.hf import eos_ids
 from minillama.data.instructions import instruction_data
@@ -47,7 +49,8 @@ from minillama.tokenizer_files import load_tokenizer
 
 PROFILE, DEVICE = course.setup()
 T0 = time.perf_counter()
-WORK = Path(tempfile.mkdtemp(prefix="ch21-"))
+OUT = os.environ.get("MINILLAMA_CH21_OUT")    # where the exports go (unset: a temporary
+WORK = Path(OUT).expanduser() if OUT else Path(tempfile.mkdtemp(prefix="ch21-"))  # folder)
 CKPT = os.environ.get("MINILLAMA_CHECKPOINT")
 print(f"profile {PROFILE}, device {DEVICE}, checkpoint: {CKPT or 'the stand-in'}")
 
@@ -154,7 +157,9 @@ del ref
 # A chat model answers in the layout it was tuned on. The Llama 3 template wraps each
 # message in header tokens and ends it with `<|eot_id|>`; the assistant's open header is
 # the generation prompt, and generation stops at the end-of-turn id. Tokens are printed as
-# they are sampled (`generate.stream`).
+# they are sampled (`generate.stream`); a piece is printed once the ids so far decode to
+# whole text (`chat_cli.TextStream`: decoding one token at a time would drop
+# SentencePiece's spaces and split multi-byte characters).
 
 # %%
 STOPS = sorted(set(stop_ids(tok)) | set(eos_ids(CKPT)))
@@ -163,13 +168,13 @@ EOT = end_of_turn_id(tok)
 
 def chat(model, question: str, max_new_tokens: int = 24) -> tuple[str, bool]:
     ids = apply_chat_template(tok, [{"role": "user", "content": question}])
-    out = []
+    out, shown = [], TextStream(tok, sys.stdout)   # prints each piece once it is whole text
     for t in stream(model, ids, max_new_tokens, stop_tokens=STOPS):
         out.append(t)
         if t not in STOPS:
-            print(tok.decode([t]), end="", flush=True)
+            shown.add(t)
     print()
-    return tok.decode([t for t in out if t not in STOPS]), bool(out) and out[-1] in STOPS
+    return shown.text(), bool(out) and out[-1] in STOPS
 
 
 ids = apply_chat_template(tok, [{"role": "user", "content": "hi"}])
@@ -272,8 +277,19 @@ assert d_merged <= 1e-4 * max(1.0, scale) and d_peft <= 1e-4 * max(1.0, scale)
 # (this section). The tokenizer readers and chat templates have their own parity tests
 # (`tests/test_tokenizer_formats.py`, `tests/test_chat.py`), and the snapshot layouts of
 # Llama 1 to 3.2 and Llama 4 theirs (`tests/test_snapshots.py`).
+#
+# The exports are written to `MINILLAMA_CH21_OUT` when it is set (keep them: a real
+# checkpoint's merged copy is as large as the model); otherwise to a temporary folder that
+# the next cell removes with the stand-in.
 
 # %%
+import shutil  # noqa: E402
+
+if OUT is None:
+    shutil.rmtree(WORK)
+    print(f"removed {WORK} (stand-in and exports of this run)")
+else:
+    print(f"exports kept in {WORK}: merged-hf/, base-nf4-hf/, adapter-peft/")
 elapsed = time.perf_counter() - T0
 print(f"chapter ran in {elapsed:.0f} s")
 
