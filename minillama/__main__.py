@@ -27,7 +27,7 @@ from . import course, load, save
 from .chat_cli import add_arguments as add_generate_arguments
 from .config import CONFIGS
 from .devices import PRECISIONS, resolve_precision
-from .distributed import full_state, gather_objects, measure_held, placement
+from .distributed import close_group, full_state, gather_objects, measure_held, placement
 from .files import read_json
 from .finetune import finetune
 from .model import count_parameters, kv_cache_bytes_per_token
@@ -112,8 +112,7 @@ def cmd_train(args):
     held = gather_objects(held)         # one entry per process (collective)
     if stop:                            # as if interrupted: the checkpoint, no model
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        close_group()
         if rank == 0:
             ckpt = out / ("ckpt" if recipe.train.parallel == "fsdp" else "ckpt.pt")
             print(json.dumps({"stopped_at_step": args.stop_after, "checkpoint": str(ckpt),
@@ -126,7 +125,7 @@ def cmd_train(args):
             if rank == 0:
                 model = initial_model(recipe)
                 model.load_state_dict(state)
-        torch.distributed.destroy_process_group()
+        close_group()
         if rank != 0:
             return
     model.eval()

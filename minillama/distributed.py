@@ -109,6 +109,16 @@ def gather_objects(obj) -> list:
     return out
 
 
+def close_group() -> None:
+    """Leave the process group: a barrier first, so no process exits (closing its gloo
+    connections) while a peer still waits on the last message of a collective; then
+    ``destroy_process_group``. (2-process gloo runs of the CLI, which left without it,
+    occasionally aborted at exit with "terminate called without an active exception".)"""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def shard(model: torch.nn.Module) -> torch.nn.Module:
     """Apply FSDP2 in place: one unit per transformer block, then the root; returns it."""
     for block in model.layers:
