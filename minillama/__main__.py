@@ -29,11 +29,10 @@ from .config import CONFIGS
 from .devices import PRECISIONS, resolve_precision
 from .distributed import close_group, full_state, gather_objects, measure_held, placement
 from .files import read_json
-from .finetune import finetune
 from .model import count_parameters, kv_cache_bytes_per_token
-from .recipes import RECIPES, build_data, get_recipe, initial_model
+from .recipes import RECIPES, build_data, fit_supervised, get_recipe, initial_model
 from .reference import REFERENCE_DIR, hardware, verify, write_card
-from .tasks import bench, qa_prompt
+from .tasks import bench
 from .tokenizer import Tokenizer
 from .train import NonFiniteLoss, setup_distributed, train
 
@@ -63,15 +62,12 @@ def _measure(model, tok, recipe, val_data, n_problems: int = 200) -> dict:
 
 
 def _train_supervised(model, tok, records, recipe, out: Path, resume: bool, device):
-    """``finetune`` (response-only loss) with the recipe's schedule; log to metrics.jsonl."""
+    """``recipes.fit_supervised`` (response-only loss, the recipe's schedule); log to
+    metrics.jsonl."""
     if resume:
         raise ValueError(f"--resume: recipe {recipe.name} trains by supervised fine-tuning, "
                          f"which keeps no checkpoint to resume from")
-    cfg = recipe.train
-    log = finetune(model, tok, records, cfg.steps, cfg.lr, batch_size=cfg.batch_size,
-                   warmup=cfg.warmup, weight_decay=cfg.weight_decay, seed=cfg.seed,
-                   device=device, log_every=cfg.log_every, template=qa_prompt,
-                   precision=cfg.precision)
+    log = fit_supervised(model, tok, records, recipe, device)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
 

@@ -36,17 +36,30 @@ Each chapter <= 5 minutes, the course <= 45 minutes, with room for the 3-10x by 
 small models fall short of 30% of peak (data generation and tokenising on the CPU, ~30 s
 for 100,000 stories, is the larger fixed cost).
 
-Not grown yet: ch16-ch19 still fine-tune or sample the shipped byte-level references
-(``mod10``, ``add5``, ``sort``) in both profiles; their full column only enlarges data and
-test sets.
+* ch16-ch18 train their own models (``live.reference``): 12-13x twins of the byte-level
+  references (``mod10-full``, ``mod10-mix-full``, ``mod10-paths-full``, ``add5-full``,
+  ``add5-lsb-full``: 9.6M parameters; ``sort-full``: 1.7M), the same data and schedules,
+  cached under ``build/full/`` for the next chapter. ~6 x 9.6M x (1,200 x 16 x ~70 tokens)
+  = 7.8e13 FLOP for ``mod10-full``: the arithmetic is nothing, the ~2,400 small steps of
+  the mod-10 chain (launch-bound, ~15 ms each) ~40 s; ch17's two 4,000-step additions
+  ~2 minutes and its section 7 (1,200 + 5,250 steps) ~1.5 minutes: ch17 is the tightest
+  against the 5 minutes. ch18's value MLP grows from 128 to 1,024 hidden units (~20x).
+* ch19 trains nothing (it evaluates the shipped ``arithmetic`` and ``mixed`` references);
+  its full column only enlarges the test sets.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 PROFILE_NAMES = ("cpu", "full")
 SMOKE_ENV = "MINILLAMA_SMOKE"    # "1": the full column's "smoke" sizes (see settings())
+# Where the full profile keeps the models it trains live (live.py), their problems and sweeps.
+FULL_DIR = Path(os.environ.get("MINILLAMA_FULL_DIR")
+                or Path(__file__).resolve().parent.parent / "build" / "full")
+# A live recipe's TrainConfig in a smoke run: two steps of two examples.
+SMOKE_TRAIN = dict(steps=2, batch_size=2, warmup=1, eval_every=1, eval_batches=1)
 
 # chapter -> profile -> settings. Model sizes are named: a recipe (recipes.RECIPES) or the
 # benchmark's base, whose parameters the test counts.
@@ -77,13 +90,11 @@ TABLE: dict[str, dict[str, dict]] = {
     },
     "bench": {  # ch07-ch15: the PEFT benchmark (tasks/bench.py)
         "cpu": dict(base="peft-base", n_train=2400, n_val=300, n_test=500, n_base=1000,
-                    steps=150, batch=16, warmup=15, base_problems=0, base_train={}),
+                    steps=150, batch=16, warmup=15, base_problems=0),
         "full": dict(base="peft-base-full", n_train=4800, n_val=500, n_test=1000,
-                     n_base=1000, steps=300, batch=16, warmup=30, base_problems=200,
-                     base_train={}),       # TrainConfig overrides of the base's recipe
+                     n_base=1000, steps=300, batch=16, warmup=30, base_problems=200),
         "smoke": dict(n_train=64, n_val=8, n_test=32, n_base=16, steps=2, batch=4, warmup=1,
-                      base_problems=4, base_train=dict(steps=2, batch_size=2, warmup=1,
-                                                       eval_every=1, eval_batches=1)),
+                      base_problems=4),
     },
     "ch09": {   # V2's visual prompts on the benchmark's base
         "cpu": dict(n_train=300, n_test=100, steps=150),
@@ -95,19 +106,23 @@ TABLE: dict[str, dict[str, dict]] = {
         "full": dict(n_img=4000, img_steps=1500, img_batch=16),
         "smoke": dict(n_img=32, img_steps=2, img_batch=4),
     },
-    # Chapters 16-19 sample and tune the shipped byte-level references in both profiles
-    # (not grown yet, see above): the full column only enlarges their data and test sets.
-    "ch16": {   # DPO on mod-10 chains
-        "cpu": dict(n_pairs=256, n_test=100, n_samples=4, steps=32, batch=8),
-        "full": dict(n_pairs=4096, n_test=1000, n_samples=8, steps=200, batch=32),
+    # Chapters 16-18 train the byte-level twins live in the full profile (live.py).
+    "ch16": {   # DPO on mod-10 chains (lr: 1/3 for the 3x wider twins, as in recipes.py)
+        "cpu": dict(n_pairs=256, n_test=100, n_samples=4, steps=32, batch=8, lr=2e-4),
+        "full": dict(n_pairs=4096, n_test=1000, n_samples=8, steps=200, batch=32, lr=7e-5),
+        "smoke": dict(n_pairs=16, n_test=8, n_samples=2, steps=2, batch=4),
     },
-    "ch17": {   # chain of thought, self-consistency
-        "cpu": dict(n_test=200, n_max=20),
-        "full": dict(n_test=2000, n_max=40),
+    "ch17": {   # chain of thought, self-consistency; curve: section 7's training lengths
+        "cpu": dict(n_test=200, n_max=20, curve=()),
+        "full": dict(n_test=2000, n_max=40, curve=(250, 1000, 4000)),
+        "smoke": dict(n_test=8, n_max=10, curve=(2,)),
     },
-    "ch18": {   # search: rollouts, the value model's steps, lists, beam breadths
-        "cpu": dict(n_rollouts=30, value_steps=2000, n_lists=40, breadths=(1, 5)),
-        "full": dict(n_rollouts=100, value_steps=6000, n_lists=200, breadths=(1, 2, 3, 5)),
+    "ch18": {   # search: rollouts, the value MLP's steps and width, lists, beam breadths
+        "cpu": dict(n_rollouts=30, value_steps=2000, value_width=128, n_lists=40,
+                    breadths=(1, 5)),
+        "full": dict(n_rollouts=100, value_steps=6000, value_width=1024, n_lists=200,
+                     breadths=(1, 2, 3, 5)),
+        "smoke": dict(n_rollouts=4, value_steps=2, n_lists=4),
     },
     "ch19": {   # evaluation: additions, multiple-choice questions, images
         "cpu": dict(n_problems=200, n_questions=72, n_images=60),
@@ -155,3 +170,8 @@ def settings(chapter: str, profile: str, **overrides) -> Settings:
 def smoke() -> bool:
     """Whether ``MINILLAMA_SMOKE=1`` asks for the full column's smoke sizes."""
     return os.environ.get(SMOKE_ENV, "").strip() == "1"
+
+
+def full_dir() -> Path:
+    """``FULL_DIR``, or its ``smoke/`` folder in a smoke run (never mixed up)."""
+    return FULL_DIR / "smoke" if smoke() else FULL_DIR

@@ -42,7 +42,12 @@ recipes; their ``card.json`` records the recipe, steps, tokens, losses, hardware
   ``full`` config (32.0M parameters, 12.5x ``stories``) pretrained on 100,000 stories, and
   trained from scratch on ``peft-base``'s stories and the same 120,000 skill records
   (one recipe instead of ``stories`` -> ``mixed`` -> ``peft-base``). Chapters train them
-  live (``train_recipe``); no weights are shipped.
+  live (``live.py``); no weights are shipped.
+* ``mod10-full``, ``mod10-paths-full``, ``mod10-mix-full``, ``add5-full``, ``add5-lsb-full``,
+  ``sort-full`` — the full profile's twins of the byte-level recipes (chapters 16-18): the
+  same data, schedule and seed on a model 12-13x the size (``BYTES_FULL``, ``SORT_FULL``),
+  at a lower learning rate for the wider model; a twin continues from its parent's twin.
+  Trained live too (``live.py``).
 
 A recipe with ``init_from`` starts from that shipped reference's weights and tokenizer
 instead of a random model (continued pretraining). A recipe's data is a task object
@@ -60,8 +65,9 @@ import torch
 from .checkpoints import save
 from .config import CONFIGS, LlamaConfig
 from .files import atomic_directory
+from .finetune import finetune
 from .model import Llama
-from .reference import hardware, load_reference, write_card
+from .reference import REFERENCE_DIR, hardware, load_reference, verify, write_card
 from .tasks import (
     ADDITION_FORMS,
     MIXED_FAMILIES,
@@ -73,6 +79,7 @@ from .tasks import (
     Sort,
     Stories,
     Task,
+    qa_prompt,
 )
 from .train import TrainConfig, train
 
@@ -102,6 +109,11 @@ BYTES_MODEL = LlamaConfig(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, vocab_si
                           multiple_of=32, max_seq_len=128, name="arithmetic")
 
 FULL_MODEL = CONFIGS["full"]        # the full profile's size (profiles.py)
+# The byte-level recipes' full-profile twins: 9.6M parameters (12x BYTES_MODEL's 0.80M) and
+# 1.7M (13x the sort model's 0.13M).
+BYTES_FULL = BYTES_MODEL.replace(dim=384, n_layers=6, n_heads=6, n_kv_heads=2)
+SORT_FULL = LlamaConfig(dim=192, n_layers=4, n_heads=4, n_kv_heads=2, vocab_size=259,
+                        multiple_of=32, max_seq_len=256, name="sort")
 
 # mod10 and its two continuations share a schedule but for its length and warmup.
 MOD10_TRAIN = TrainConfig(batch_size=16, lr=5e-4, log_every=10)
@@ -164,6 +176,22 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
 ]}
 
 
+def _full_twin(name: str, model: LlamaConfig, lr: float) -> Recipe:
+    """``name``'s data, schedule and seed on ``model``, at ``lr``; continues from the twin of
+    ``name``'s parent."""
+    r = RECIPES[name]
+    return Recipe(f"{name}-full", model.replace(name=f"{name}-full"), replace(r.train, lr=lr),
+                  r.task, init_from=r.init_from and f"{r.init_from}-full")
+
+
+# A model 3x wider learns at about a third of the rate (muP's 1/width rule for hidden
+# matrices, Yang et al., arXiv 2203.03466, applied to the whole model as a first guess).
+RECIPES.update({t.name: t for t in [
+    _full_twin("mod10", BYTES_FULL, 2e-4), _full_twin("mod10-paths", BYTES_FULL, 2e-4),
+    _full_twin("mod10-mix", BYTES_FULL, 2e-4), _full_twin("add5", BYTES_FULL, 1e-3),
+    _full_twin("add5-lsb", BYTES_FULL, 1e-3), _full_twin("sort", SORT_FULL, 1e-3)]})
+
+
 def get_recipe(name: str, **train_overrides) -> Recipe:
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
@@ -179,12 +207,18 @@ def build_data(recipe: Recipe):
     return recipe.task.data()
 
 
-def initial_model(recipe: Recipe) -> Llama:
+def initial_model(recipe: Recipe, start=None) -> Llama:
     """A random model, or (``init_from``) the reference's weights in fp32 under this recipe's
-    config name, so that the saved model says which recipe made it."""
+    config name, so that the saved model says which recipe made it. ``start``: the
+    directory of the ``init_from`` checkpoint when it is not shipped (a live-trained twin)."""
     model = Llama(recipe.model)
     if recipe.init_from is not None:
-        start, _, _ = load_reference(recipe.init_from)
+        if start is None and not (REFERENCE_DIR / recipe.init_from).is_dir():
+            raise ValueError(f"recipe {recipe.name} continues from {recipe.init_from}, which is "
+                             f"not shipped: pass start=, the directory it was trained into "
+                             f"(live.reference({recipe.name.removesuffix('-full')!r}, 'full') "
+                             f"trains both)")
+        start, _, _ = load_reference(start or recipe.init_from)
         if start.cfg.replace(name=recipe.model.name) != recipe.model:
             raise ValueError(f"recipe {recipe.name}: its model config differs from the "
                              f"{recipe.init_from} reference it continues from")
@@ -192,24 +226,43 @@ def initial_model(recipe: Recipe) -> Llama:
     return model
 
 
-def train_recipe(recipe: Recipe, dest, device="cpu", n_problems: int = 200) -> dict:
-    """Train a stream ``recipe`` from its initial model and write it to ``dest`` as a
-    reference checkpoint (model, tokenizer, card with the sha256 of each file), which
-    ``load_reference(dest)`` loads. ``dest`` appears whole or not at all. The card records
-    the recipe, steps, tokens, validation loss, the task's scores on ``n_problems`` unseen
-    problems (0: none), hardware and wall time. Returns the card."""
-    if recipe.task.supervised:
-        raise ValueError(f"train_recipe: recipe {recipe.name} is supervised; train it with "
-                         f"`python -m minillama train --recipe {recipe.name}`")
+def fit_supervised(model, tok, records, recipe: Recipe, device="cpu") -> list[dict]:
+    """``finetune`` (one ``qa_prompt`` record per row, the loss on the answer) with the
+    recipe's schedule; returns the log."""
+    cfg = recipe.train
+    return finetune(model, tok, records, cfg.steps, cfg.lr, batch_size=cfg.batch_size,
+                    warmup=cfg.warmup, weight_decay=cfg.weight_decay, seed=cfg.seed,
+                    device=device, log_every=cfg.log_every, template=qa_prompt,
+                    precision=cfg.precision)
+
+
+def train_recipe(recipe: Recipe, dest, device="cpu", n_problems: int = 200, start=None) -> dict:
+    """Train ``recipe`` from its initial model (``start``: see ``initial_model``) and write it
+    to ``dest`` as a reference checkpoint (model, tokenizer, card with the sha256 of each
+    file), which ``load_reference(dest)`` loads. ``dest`` appears whole or not at all. The
+    card records the recipe, steps, tokens (or examples) seen, validation loss, the task's
+    scores on ``n_problems`` unseen problems (0: none), hardware and wall time. A stream
+    recipe trains with ``train.train``, a supervised one with ``fit_supervised``. Returns
+    the card."""
     torch.manual_seed(recipe.train.seed)
     tok, train_data, val_data = build_data(recipe)
-    model = initial_model(recipe)
+    model = initial_model(recipe, start)
+    cfg = recipe.train
     t0 = time.perf_counter()
-    log = train(model, train_data, recipe.train, val_data=val_data, device=device)
+    if recipe.task.supervised:
+        log = fit_supervised(model, tok, train_data, recipe, device)
+        seen = {"examples_seen": cfg.steps * cfg.batch_size}
+        val_loss = recipe.task.val_loss(model, tok, val_data, cfg)
+    else:
+        log = train(model, train_data, cfg, val_data=val_data, device=device)
+        seen = {"tokens_seen": cfg.steps * cfg.batch_size * cfg.grad_accum * cfg.seq_len}
+        val_loss = log[-1]["val_loss"]
     wall = time.perf_counter() - t0
     model.eval()
-    cfg = recipe.train
-    scores = recipe.task.scores(model, tok, n_problems, device=device) if n_problems else {}
+    scores = recipe.task.scores(model, tok, n_problems) if n_problems else {}
+    parent = {"init_from": recipe.init_from,
+              "init_sha256": verify(start or REFERENCE_DIR / recipe.init_from)["sha256"][
+                  "model.safetensors"]} if recipe.init_from else {}
     with atomic_directory(dest, replaces=("*",)) as tmp:
         save(model.float().cpu(), tmp / "w")
         for f in (tmp / "w").iterdir():
@@ -217,10 +270,9 @@ def train_recipe(recipe: Recipe, dest, device="cpu", n_problems: int = 200) -> d
         (tmp / "w").rmdir()
         tok.save(tmp / "tokenizer.json")
         (tmp / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
-        card = write_card(tmp, recipe=recipe.name, steps=cfg.steps,
-                          tokens_seen=cfg.steps * cfg.batch_size * cfg.grad_accum * cfg.seq_len,
-                          parameters=sum(p.numel() for p in model.parameters()),
-                          val_loss=round(log[-1]["val_loss"], 4), **scores,
+        card = write_card(tmp, recipe=recipe.name, steps=cfg.steps, batch_size=cfg.batch_size,
+                          **seen, parameters=sum(p.numel() for p in model.parameters()),
+                          val_loss=round(val_loss, 4), **scores, **parent,
                           device=str(device), hardware=hardware(), wall_time_s=round(wall, 1),
                           torch=torch.__version__)
     model.to(device)

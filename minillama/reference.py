@@ -81,5 +81,5 @@ def load_reference(name_or_path, device="cpu"):
             known = sorted(p.name for p in REFERENCE_DIR.glob("*") if p.is_dir())
             raise FileNotFoundError(f"no reference checkpoint {name_or_path!r}; shipped: {known}")
     card = verify(directory)
-    model = load(directory).to(device)
+    model = load(directory, quiet=True).to(device)     # small, and vouched for by its card
     return model, Tokenizer.load(directory / "tokenizer.json"), card

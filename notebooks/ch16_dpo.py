@@ -43,8 +43,11 @@
 #
 # **Profiles.** `MINILLAMA_PROFILE=cpu` (the default without a GPU) runs a few dozen DPO
 # steps from the shipped models, in under two minutes on two cores (the last cell
-# prints the wall time); `full` (the default on CUDA) uses more pairs, longer runs,
-# and sweeps $\beta$.
+# prints the wall time); `full` (the default on CUDA) trains its own models, 12x the
+# size (the recipes' `-full` twins, trained live by `minillama/live.py` and kept under
+# `build/full/`), uses more pairs and longer runs, and sweeps $\beta$. The figures the
+# prose quotes are the CPU profile's; in the full profile the cells assert the
+# direction of each claim, not the shipped models' figures.
 
 # %%
 import time
@@ -52,18 +55,17 @@ import time
 import matplotlib.pyplot as plt
 import torch
 
-from minillama import course, profiles
+from minillama import course, live, profiles
 from minillama.dpo import dpo_loss, dpo_train, reference_logprobs
 from minillama.reasoning import extract_answer, sample
 from minillama.recipes import get_recipe
-from minillama.reference import load_reference
 from minillama.tasks import mod10_heldout, mod10_problems, qa_prompt
 
 PROFILE, DEVICE = course.setup()
 ROW = profiles.settings("ch16", PROFILE)            # this chapter's row of minillama/profiles.py
 N_PAIRS, N_TEST, N_SAMPLES, STEPS, BATCH = (ROW.n_pairs, ROW.n_test, ROW.n_samples, ROW.steps,
                                           ROW.batch)
-BETA, LR = 0.1, 2e-4
+BETA, LR = 0.1, ROW.lr
 T0 = time.perf_counter()
 print(f"profile={PROFILE} device={DEVICE}")
 
@@ -103,7 +105,7 @@ plt.show()
 # form: an answer with `####` wrote the steps.
 
 # %%
-sft, tok, card = load_reference("mod10-mix", device=DEVICE)
+sft, tok, card = live.reference("mod10-mix", PROFILE, DEVICE)   # shipped (cpu) or trained live
 print(f"mod10-mix: {card['parameters']:,} parameters, continued from {card['init_from']} "
       f"for {card['steps']} steps")
 recipe = get_recipe("mod10-mix")
@@ -134,7 +136,9 @@ greedy = [row[0] for row in sample(sft, tok, [qa_prompt(p, "A") for p in problem
 greedy_steps = sum("####" in t for t in greedy) / N_TEST
 print(f"greedy decoding: writes steps for {greedy_steps:.0%} of "
       f"the problems, accuracy {sum(extract_answer(t) == p['answer'] for t, p in zip(greedy, problems)) / N_TEST:.1%}")
-assert 0.2 < before["steps_share"] < 0.9 and before["acc_direct"] < 0.2 and greedy_steps == 1.0
+assert 0.2 < before["steps_share"] < 0.9          # it answers either way: the setting of section 3
+if PROFILE == "cpu":                                # the shipped model's figures
+    assert before["acc_direct"] < 0.2 and greedy_steps == 1.0
 
 # %% [markdown]
 # Sampled, the model writes steps for part of the problems (62% of the samples) and
@@ -159,7 +163,7 @@ print("one pair:", pairs[0])
 
 
 def run_dpo(start: str, pairs, nll_weight=0.0, beta=BETA, steps=STEPS):
-    model, _, _ = load_reference(start, device=DEVICE)
+    model, _, _ = live.reference(start, PROFILE, DEVICE)
     model.float()
     t = time.perf_counter()
     log = dpo_train(model, tok, pairs, steps=steps, lr=LR, beta=beta, batch_size=BATCH,
@@ -200,9 +204,12 @@ curves({"DPO": log}, "chosen = steps, rejected = direct")
 for r in log[::8] + log[-1:]:
     print(f"step {r['step']:3d}: reward margin {r['margin']:5.2f}, chosen reward "
           f"{r['chosen_reward']:+.2f}, rejected reward {r['rejected_reward']:+.2f}")
-assert abs(log[-1]["chosen_reward"]) < 0.5 and log[-1]["rejected_reward"] < -1
-assert after["steps_share"] > 0.95 and abs(after["accuracy"] - after["acc_steps"]) < 0.02
-assert after["acc_steps"] > before["acc_steps"] and after["accuracy"] > before["accuracy"] + 0.2
+assert log[-1]["rejected_reward"] < log[-1]["chosen_reward"]
+assert after["steps_share"] > before["steps_share"] and after["accuracy"] > before["accuracy"]
+if PROFILE == "cpu":                                # the shipped model's figures
+    assert abs(log[-1]["chosen_reward"]) < 0.5 and log[-1]["rejected_reward"] < -1
+    assert after["steps_share"] > 0.95 and abs(after["accuracy"] - after["acc_steps"]) < 0.02
+    assert after["acc_steps"] > before["acc_steps"] and after["accuracy"] > before["accuracy"] + 0.2
 
 # %% [markdown]
 # The rejected reward falls over training (to -2.73 at the last step) while the chosen
@@ -224,7 +231,7 @@ assert after["acc_steps"] > before["acc_steps"] and after["accuracy"] > before["
 # steps as above.
 
 # %%
-paths, _, _ = load_reference("mod10-paths", device=DEVICE)
+paths, _, _ = live.reference("mod10-paths", PROFILE, DEVICE)
 path_problems = mod10_problems(N_PAIRS, seed=recipe.data_size.get("seed", 0) + 6)
 path_prompts = [qa_prompt(r, "S") for r in path_problems]
 own = sample(paths, tok, path_prompts, n=4, temperature=1.0, max_new_tokens=96, seed=1)
@@ -243,6 +250,11 @@ for prompt, r, row in zip(path_prompts, path_problems, own):
         own_pairs.append({"prompt": prompt, "chosen": good[0], "rejected": bad[0]})
         kind = f"{style(good[0])} (right) vs {style(bad[0])} (wrong)"
         kinds[kind] = kinds.get(kind, 0) + 1
+if not own_pairs:       # never both right and wrong (a smoke run): the steps vs a wrong last digit
+    print("no problem gave a right and a wrong sample: pairing the right steps with a wrong end")
+    own_pairs = [{"prompt": pr, "chosen": r["cot"],
+                  "rejected": r["cot"][:-1] + str((int(r["answer"]) + 1) % 10)}
+                 for pr, r in zip(path_prompts, path_problems)]
 print(f"{len(own_pairs)} of {N_PAIRS} problems gave a right and a wrong sample; e.g.")
 print("  chosen  ", own_pairs[0]["chosen"])
 print("  rejected", own_pairs[0]["rejected"])
@@ -273,9 +285,11 @@ for name, acc in [("mod10-paths", base_acc), ("+ DPO on own right/wrong", bad_ac
     print(f"{name:26s} greedy {acc['greedy']:6.1%}   one sample at T=1 {acc['sample']:6.1%}"
           f"   samples with no answer {acc['no_answer']:6.1%}")
 curves({"DPO": bad_log, "DPO + NLL": nll_log}, "own samples: chosen = right, rejected = wrong")
-assert kinds["one op/step (right) vs two ops/step (wrong)"] > len(own_pairs) / 2
-assert bad_acc["sample"] < base_acc["sample"] - 0.1 and bad_acc["no_answer"] > 0.05
-assert nll_acc["greedy"] > base_acc["greedy"] + 0.1 and nll_acc["sample"] > base_acc["sample"]
+assert bad_acc["sample"] < base_acc["sample"] < nll_acc["sample"]
+if PROFILE == "cpu":                                # the shipped model's figures
+    assert kinds["one op/step (right) vs two ops/step (wrong)"] > len(own_pairs) / 2
+    assert bad_acc["sample"] < base_acc["sample"] - 0.1 and bad_acc["no_answer"] > 0.05
+    assert nll_acc["greedy"] > base_acc["greedy"] + 0.1
 
 # %% [markdown]
 # Most pairs (128 of 182) again oppose a one-op solution to a two-op one, so the
@@ -308,9 +322,12 @@ ref = reference_logprobs(sft, tok, pairs[:64])
 change = moved["section 3"] = (reference_logprobs(dpo_model, tok, pairs[:64]) - ref).mean(0)
 print(f"section 3's run (steps vs direct):             chosen {change[0]:+7.2f}   "
       f"rejected {change[1]:+7.2f}")
-assert moved["DPO"][0] < -10 and moved["DPO"][1] < moved["DPO"][0]
-assert moved["DPO"][0] < 2 * moved["DPO + NLL"][0] < 0
-assert moved["section 3"][0] > 0 > moved["section 3"][1]
+assert moved["DPO"][0] < moved["DPO + NLL"][0] and moved["DPO"][0] < 0
+assert moved["section 3"][0] > moved["section 3"][1]
+if PROFILE == "cpu":                                # the shipped models' figures
+    assert moved["DPO"][0] < -10 and moved["DPO"][1] < moved["DPO"][0]
+    assert moved["DPO"][0] < 2 * moved["DPO + NLL"][0] < 0
+    assert moved["section 3"][0] > 0 > moved["section 3"][1]
 
 # %% [markdown]
 # Same loss, same $\beta$, same learning rate: what the pairs look like decides whether DPO

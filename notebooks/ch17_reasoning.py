@@ -47,9 +47,13 @@
 #
 # **Profiles.** `MINILLAMA_PROFILE=cpu` (the default without a GPU) evaluates the
 # shipped reference models on a few hundred unseen problems each, in under two minutes
-# on two cores (the last cell prints the wall time); `full` (the default on CUDA) uses
-# more problems and also retrains the two-style model for longer and longer, to see what
-# happens to the vote's gain as the model improves.
+# on two cores (the last cell prints the wall time); `full` (the default on CUDA) trains
+# its own models, 12x the size (the recipes' `-full` twins, trained live by
+# `minillama/live.py` and kept under `build/full/` for the next chapter), uses more
+# problems and also retrains the two-style model for longer and longer, to see what
+# happens to the vote's gain as the model improves. The figures the prose quotes are the
+# CPU profile's; in the full profile the cells assert the direction of each claim, not
+# the shipped models' figures.
 
 # %%
 import time
@@ -57,12 +61,11 @@ import time
 import matplotlib.pyplot as plt
 import torch
 
-from minillama import course, profiles
+from minillama import course, live, profiles
 from minillama.data import mod10_chain
 from minillama.metrics import auroc
 from minillama.reasoning import extract_answer, greedy_cot, majority_vote, sample
 from minillama.recipes import get_recipe
-from minillama.reference import load_reference
 from minillama.tasks import mod10_heldout, qa_prompt
 
 PROFILE, DEVICE = course.setup()
@@ -98,7 +101,7 @@ print(f"distinct problems: 10 x 27^8 = {10 * 27**8:,}")
 # never saw.
 
 # %%
-model, tok, card = load_reference("mod10", device=DEVICE)
+model, tok, card = live.reference("mod10", PROFILE, DEVICE)     # shipped (cpu) or trained live
 print(f"mod10: {card['parameters']:,} parameters, {card['steps']} steps, "
       f"{card['examples_seen']:,} examples")
 problems = mod10_heldout(get_recipe("mod10"), N_TEST)
@@ -117,7 +120,9 @@ acc_steps = accuracy([s["answer"] for s in steps])
 print(f"{N_TEST} unseen problems, greedy ({time.perf_counter() - t:.1f} s)")
 print(f"  direct answer      {acc_direct:6.1%}")
 print(f"  steps, then answer {acc_steps:6.1%}")
-assert acc_direct < 0.2 and acc_steps >= 0.99
+assert acc_steps > acc_direct
+if PROFILE == "cpu":                                # the shipped model's figures
+    assert acc_direct < 0.2 and acc_steps >= 0.99
 
 # %% [markdown]
 # Guessing would score 10%. The direct answers are close to that (12.5%): lacking a way
@@ -132,9 +137,10 @@ print("digit          " + "".join(f"{d:>5s}" for d in "0123456789"))
 print("direct answers " + "".join(f"{said.get(d, 0):5d}" for d in "0123456789"))
 print("true answers   " + "".join(f"{truth.get(d, 0):5d}" for d in "0123456789"))
 top3 = sum(n for _, n in said.most_common(3)) / len(direct)
-print(f"its three favourite digits: {', '.join(d for d, _ in said.most_common(3))}, "
+print(f"its three favourite digits: {', '.join(str(d) for d, _ in said.most_common(3))}, "
       f"{top3:.0%} of its direct answers")
-assert top3 > 0.8
+if PROFILE == "cpu":                                # the shipped model's figure
+    assert top3 > 0.8
 
 # %% [markdown]
 # ## 3. Two ways to reason, and a vote
@@ -154,7 +160,7 @@ from minillama.tasks import mod10_records  # noqa: E402
 forms = Counter(r["form"] for r in mod10_records("mod10-paths", 3000))
 print(f"mod10-paths training forms: {forms['two']} two-op, {forms['one']} one-op per 3000")
 assert forms["two"] == 2 * forms["one"]
-paths, _, paths_card = load_reference("mod10-paths", device=DEVICE)
+paths, _, paths_card = live.reference("mod10-paths", PROFILE, DEVICE)
 prompts = [qa_prompt(p, "S") for p in problems]
 t = time.perf_counter()
 greedy = greedy_cot(paths, tok, prompts, max_new_tokens=96)
@@ -181,8 +187,10 @@ for name in ("one", "two", "other"):
         by_style[name] = (len(flat) / (N_TEST * N_MAX), sum(flat) / len(flat))
         print(f"  samples in style {name:5s}: {by_style[name][0]:5.1%} of all, "
               f"{by_style[name][1]:6.1%} right")
-assert greedy_styles.count("two") / N_TEST > 0.9
-assert by_style["one"][1] > by_style["two"][1] + 0.3 and by_style["one"][0] > 0.2
+assert by_style["one"][1] > by_style["two"][1]
+if PROFILE == "cpu":                                # the shipped model's figures
+    assert greedy_styles.count("two") / N_TEST > 0.9
+    assert by_style["one"][1] > by_style["two"][1] + 0.3 and by_style["one"][0] > 0.2
 
 # %%
 NS = [n for n in (1, 5, 10, 20, 40) if n <= N_MAX]
@@ -207,7 +215,9 @@ ax.set_title("mod10-paths: self-consistency")
 ax.legend()
 plt.tight_layout()
 plt.show()
-assert acc_sample > acc_greedy and acc_vote[5] > max(acc_sample, acc_greedy)
+assert acc_vote[5] > max(acc_sample, acc_greedy)
+if PROFILE == "cpu":                                # the shipped model's figure
+    assert acc_sample > acc_greedy
 
 # %% [markdown]
 # Greedy decoding follows the model's favourite, two-op style every time and inherits its
@@ -226,7 +236,7 @@ assert acc_sample > acc_greedy and acc_vote[5] > max(acc_sample, acc_greedy)
 N_CONF = 10 if N_MAX >= 10 else N_MAX
 shares = [s for _, s in votes[N_CONF]]
 right = [int(a == g) for (a, _), g in zip(votes[N_CONF], gold)]
-area = auroc(shares, right)
+area = auroc(shares, right) if 0 < sum(right) < len(right) else float("nan")  # nan: all alike
 print(f"N={N_CONF}: AUROC of the vote share for 'the vote is right' = {area:.3f}")
 bins = [(0.0, 0.5), (0.5, 0.7), (0.7, 0.9), (0.9, 1.01)]
 for lo, hi in bins:
@@ -237,11 +247,13 @@ for lo, hi in bins:
               f"{len(inside) - sum(inside):3d} wrong")
 agreed = [r for s, r in zip(shares, right) if s >= 0.7]
 split_wrong = sum(1 - r for s, r in zip(shares, right) if s < 0.5)
-print(f"share >= 0.7: {len(agreed)} problems, {sum(agreed) / len(agreed):.1%} right; "
+print(f"share >= 0.7: {len(agreed)} problems, {sum(agreed) / max(1, len(agreed)):.1%} right; "
       f"share < 0.5 holds {split_wrong} of the {len(right) - sum(right)} wrong votes")
-assert sum(agreed) / len(agreed) >= 0.95 and split_wrong > (len(right) - sum(right)) / 2
-assert any(r and s < 0.5 for s, r in zip(shares, right))     # right with under half the votes
-assert area > 0.7
+assert area > 0.5                                   # a higher share is more often right
+if PROFILE == "cpu":                                # the shipped model's figures
+    assert sum(agreed) / len(agreed) >= 0.95 and split_wrong > (len(right) - sum(right)) / 2
+    assert any(r and s < 0.5 for s, r in zip(shares, right))   # right with under half the votes
+    assert area > 0.7
 
 order = sorted(range(N_TEST), key=lambda i: -shares[i])
 coverage = [(k + 1) / N_TEST for k in range(N_TEST)]
@@ -295,18 +307,21 @@ print(f"{'majority vote, N=10':24s}{acc_vote[10]:12.1%}{held_vote:12.1%}")
 wrong = [i for i, gr in enumerate(held_greedy_answers) if gr != gold[i]]
 agree = sum(a == held_greedy_answers[i] for i in wrong for a in held_answers[i])
 right_there = sum(a == gold[i] for i in wrong for a in held_answers[i])
-print(f"where greedy is wrong ({len(wrong)} problems): {agree / (10 * len(wrong)):.0%} of the "
-      f"samples repeat greedy's wrong answer, {right_there / (10 * len(wrong)):.0%} find the "
+n_wrong = max(1, len(wrong))                        # (greedy right everywhere: none)
+print(f"where greedy is wrong ({len(wrong)} problems): {agree / (10 * n_wrong):.0%} of the "
+      f"samples repeat greedy's wrong answer, {right_there / (10 * n_wrong):.0%} find the "
       f"right one")
-vote_still_wrong = sum(majority_vote(held_answers[i])[0] != gold[i] for i in wrong) / len(wrong)
+vote_still_wrong = sum(majority_vote(held_answers[i])[0] != gold[i] for i in wrong) / n_wrong
 print(f"  and the vote of the 10 is wrong again on {vote_still_wrong:.0%} of them")
 print(f"the vote's gain over greedy: {acc_vote[10] - acc_greedy:+.1%} with both styles, "
       f"{held_vote - held_greedy:+.1%} with one")
 print(f"(mod10, whose one style is fully learned, scored {acc_steps:.1%} greedily in section 2: "
       f"nothing is left for a vote to add)")
-assert held_vote <= held_greedy + 0.02 and held_sample < held_greedy
-assert agree > right_there and vote_still_wrong > 0.5
-assert acc_vote[10] - acc_greedy > 0.3
+assert held_vote - held_greedy < acc_vote[10] - acc_greedy    # one style: the vote gains less
+if PROFILE == "cpu":                                # the shipped model's figures
+    assert held_vote <= held_greedy + 0.02 and held_sample < held_greedy
+    assert agree > right_there and vote_still_wrong > 0.5
+    assert acc_vote[10] - acc_greedy > 0.3
 
 # %% [markdown]
 # Held to one style, the vote is no better than greedy decoding (35.5% against 36.5%). A
@@ -342,19 +357,18 @@ assert acc_vote[10] - acc_greedy > 0.3
 
 # %%
 from minillama.plots import read_metrics  # noqa: E402
-from minillama.reference import REFERENCE_DIR  # noqa: E402
 from minillama.tasks import addition_heldout, addition_scores  # noqa: E402
 
 t = time.perf_counter()
 orders = {"add5": "usual order", "add5-lsb": "least significant first"}
 scores, curves = {}, {}
 for name in orders:
-    m, tok_add, card_add = load_reference(name, device=DEVICE)
+    m, tok_add, card_add = live.reference(name, PROFILE, DEVICE)
     sums = addition_heldout(get_recipe(name), N_TEST)
     scores[name] = addition_scores(m, tok_add, sums)
-    curves[name] = read_metrics(REFERENCE_DIR / name / "metrics.jsonl")
+    curves[name] = read_metrics(live.directory(name, PROFILE) / "metrics.jsonl")
 print(f"{card_add['parameters']:,} parameters each, {card_add['steps']} steps of "
-      f"{get_recipe(name).train.batch_size} additions; evaluated in {time.perf_counter() - t:.1f} s")
+      f"{live.recipe(name, PROFILE).train.batch_size} additions; evaluated in {time.perf_counter() - t:.1f} s")
 print(f"e.g. {sums[0]['question']} {sums[0]['answer']}   ({sums[0]['a']} + {sums[0]['b']})")
 places = sorted(k for k in scores["add5"] if k.startswith("digit_accuracy"))
 print(f"{'':34s}{'exact':>6s}   right digits by place value")
@@ -369,11 +383,13 @@ late = {name: sum(r["loss"] for r in c[-len(c) // 10:]) / len(c[-len(c) // 10:])
 print("training loss, mean over the last tenth of training: "
       + ", ".join(f"{name} {loss:.2f}" for name, loss in late.items()))
 usual, lsb = scores["add5"], scores["add5-lsb"]
-assert lsb["accuracy_greedy"] > 0.5 > 0.1 > usual["accuracy_greedy"]
-assert round(min(lsb[k] for k in places), 2) >= 0.86
-assert all(usual[f"digit_accuracy_1e{i}"] > 0.9 for i in (0, 2, 4, 5))
-assert all(usual[f"digit_accuracy_1e{i}"] < 0.25 for i in (1, 3))
-assert late["add5"] > 3 * late["add5-lsb"]
+assert lsb["accuracy_greedy"] > usual["accuracy_greedy"] and late["add5"] > late["add5-lsb"]
+if PROFILE == "cpu":                                # the shipped models' figures
+    assert lsb["accuracy_greedy"] > 0.5 > 0.1 > usual["accuracy_greedy"]
+    assert round(min(lsb[k] for k in places), 2) >= 0.86
+    assert all(usual[f"digit_accuracy_1e{i}"] > 0.9 for i in (0, 2, 4, 5))
+    assert all(usual[f"digit_accuracy_1e{i}"] < 0.25 for i in (1, 3))
+    assert late["add5"] > 3 * late["add5-lsb"]
 
 fig, ax = plt.subplots(figsize=(6, 3.5))
 for name, label in orders.items():
@@ -415,7 +431,7 @@ if PROFILE != "cpu":
     from minillama.finetune import finetune
     from minillama.tasks import mod10_records
 
-    base = get_recipe("mod10")
+    base = live.recipe("mod10", PROFILE)             # the full twin's size and schedule
     direct_only = [r for r in mod10_records("mod10", 4 * base.data_size["n_train"])
                    if r["form"] == "direct"]
     torch.manual_seed(0)
@@ -426,11 +442,11 @@ if PROFILE != "cpu":
     d = greedy_cot(m, tok, [qa_prompt(p, "A") for p in problems], max_new_tokens=4)
     print(f"direct answers only, {base.train.steps} steps: {accuracy([x['answer'] for x in d]):.1%}")
 
-    recipe = get_recipe("mod10-paths")
+    recipe = live.recipe("mod10-paths", PROFILE)
     records = mod10_records("mod10-paths", recipe.data_size["n_train"])
     curve = {}
-    for train_steps in (250, 500, 1000, 2000, 4000):
-        m, _, _ = load_reference("mod10", device=DEVICE)
+    for train_steps in ROW.curve:
+        m, _, _ = live.reference("mod10", PROFILE, DEVICE)
         m.float()
         finetune(m, tok, records, train_steps, recipe.train.lr,
                  batch_size=recipe.train.batch_size, warmup=recipe.train.warmup,

@@ -33,8 +33,9 @@ class Task:
         """Mean loss on the fixed validation windows of ``cfg`` (a ``TrainConfig``)."""
         return evaluate(model, val, cfg)
 
-    def scores(self, model, tok, n: int, device="cpu") -> dict:
-        """Figures on ``n`` held-out problems; plain text has none beyond its loss."""
+    def scores(self, model, tok, n: int) -> dict:
+        """Figures on ``n`` held-out problems, scored on the model's device; plain text has
+        none beyond its loss."""
         return {}
 
 

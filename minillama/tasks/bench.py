@@ -22,14 +22,13 @@ that job and on what they forget.
 chapter starts with ``base, tok, card = bench.base(PROFILE, DEVICE)``, which selects that
 profile's benchmark for the process: in the full profile, the ``peft-base-full`` base
 (12.5x the parameters), trained on first use and cached with its card under
-``build/full/`` (``FULL_DIR``) so the later chapters reuse it, 1,000 test problems, and
+``build/full/`` (``live.py``) so the later chapters reuse it, 1,000 test problems, and
 learning rates swept on that base, each method's grid once (``SWEEP``, cached beside it).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -37,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from .. import peft
+from .. import live, peft
 from ..checkpoints import load, save
 from ..data import instruction_data
 from ..files import atomic_directory, atomic_file, read_json, write_json
@@ -47,8 +46,7 @@ from ..model import Llama
 from ..peft.adapter_v1 import top_layers
 from ..peft.adapter_v2 import BiasScaleLinear
 from ..peft.lora import TARGETS
-from ..profiles import settings, smoke
-from ..recipes import get_recipe, train_recipe
+from ..profiles import FULL_DIR, full_dir, settings
 from ..reference import hardware, load_reference, sha256_file, verify
 from .text import MIXED_FAMILIES, SKILL_FAMILIES, task_prompt
 
@@ -60,8 +58,6 @@ N_TRAIN, N_VAL, N_TEST, N_BASE = 2400, 300, 500, 1000      # the CPU profile's: 
 STEPS, BATCH, WARMUP = 150, 16, 15
 SEEDS = (0, 1, 2)                                   # where a claim needs several runs
 ADAPTER_DIR = Path(__file__).resolve().parent.parent / "adapters"
-FULL_DIR = Path(os.environ.get("MINILLAMA_FULL_DIR")
-                or Path(__file__).resolve().parents[2] / "build" / "full")
 PROFILE = "cpu"                  # the benchmark this process measures (set by base())
 _LIVE: Path | None = None        # the full profile's trained base (None: the reference BASE)
 _ID = BASE                       # the base's name (full: and its weights' sha256 prefix)
@@ -408,10 +404,8 @@ def base(profile: str = "cpu", device="cpu", *, cache=None, base_train: dict | N
     """(model, tokenizer, card) of the benchmark's base in ``profile``, after selecting that
     profile's benchmark (sizes, test set, base, learning rates) for this process.
 
-    ``cpu``: the shipped ``peft-base`` reference. ``full``: ``peft-base-full`` from
-    ``cache`` (default ``FULL_DIR``), trained there first (``recipes.train_recipe``,
-    written atomically with its card) unless a card of the same recipe, steps and tokens
-    is there.
+    ``cpu``: the shipped ``peft-base`` reference. ``full``: ``peft-base-full``, trained
+    live under ``cache`` (default ``profiles.full_dir()``) on first use (``live.py``).
     ``sizes`` override ``profiles.TABLE["bench"][profile]`` and ``base_train`` the base
     recipe's ``TrainConfig`` (the tests run the full path on a CPU with a few steps)."""
     s = settings("bench", profile, **sizes)
@@ -419,23 +413,15 @@ def base(profile: str = "cpu", device="cpu", *, cache=None, base_train: dict | N
     global N_TRAIN, N_VAL, N_TEST, N_BASE, STEPS, BATCH, WARMUP
     N_TRAIN, N_VAL, N_TEST, N_BASE = s.n_train, s.n_val, s.n_test, s.n_base
     STEPS, BATCH, WARMUP = s.steps, s.batch, s.warmup
-    cache = cache or (FULL_DIR / "smoke" if smoke() else FULL_DIR)    # never mixed up
-    PROFILE, _LIVE, _ID, _CACHE, _DEVICE = profile, None, BASE, Path(cache), device
+    PROFILE, _LIVE, _ID, _CACHE, _DEVICE = profile, None, BASE, Path(cache or full_dir()), device
     for cached in (_problems, base_figures):
         cached.cache_clear()
     if profile == "cpu":
-        return load_reference(s.base, device=device)
-    recipe = get_recipe(s.base, **(s.base_train if base_train is None else base_train))
-    dest = _CACHE / recipe.name
-    card = read_json(dest / "card.json") if (dest / "card.json").is_file() else {}
-    t = recipe.train
-    made = (recipe.name, t.steps, t.steps * t.batch_size * t.grad_accum * t.seq_len)
-    if (card.get("recipe"), card.get("steps"), card.get("tokens_seen")) != made:
-        print(f"training the {recipe.name} base ({recipe.train.steps} steps) into {dest}")
-        train_recipe(recipe, dest, device=device, n_problems=s.base_problems)
-    _LIVE = dest
-    model, tok, card = load_reference(dest, device=device)
-    _ID = f"{recipe.name}-{card['sha256']['model.safetensors'][:12]}"   # sweeps: per weights
+        return load_reference(BASE, device=device)
+    _LIVE = live.directory(BASE, profile, cache=_CACHE, train=base_train, device=device,
+                           n_problems=s.base_problems)
+    model, tok, card = load_reference(_LIVE, device=device)
+    _ID = f"{card['recipe']}-{card['sha256']['model.safetensors'][:12]}"   # sweeps: per weights
     return model, tok, card
 
 

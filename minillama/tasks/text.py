@@ -122,7 +122,8 @@ class Mixed(Task):
         return (tok, *mixed_data(tok, self.n_stories, self.n_tasks, self.n_val, self.seed,
                                  self.families))
 
-    def scores(self, model, tok, n: int, device="cpu") -> dict:
+    def scores(self, model, tok, n: int) -> dict:
+        device = next(model.parameters()).device            # score where the model is
         records = instruction_data(n, seed=self.seed + 303, families=self.families)
         plain = greedy_score(model, tok, records, device=device,
                              template=task_prompt)["exact_match"]
