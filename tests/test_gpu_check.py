@@ -46,3 +46,23 @@ def test_device_cuda_without_cuda_is_a_clear_usage_error():
 def test_unknown_device_is_a_usage_error():
     proc = pytest_with("tpu")
     assert proc.returncode == 4 and "--device=tpu" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_steps_can_be_chosen_and_an_unknown_one_is_refused(tmp_path):
+    """GPU_CHECK_STEPS runs only the steps it names (here env, which needs no GPU to run;
+    without one it fails, as its summary line says); every other step is listed as not run."""
+    script = str(ROOT / "scripts" / "gpu_check.sh")
+    env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_STEPS": "env"}
+    proc = subprocess.run(["bash", script, str(tmp_path / "out")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    rows = {line.split()[0]: line.split()[1:]
+            for line in (tmp_path / "out" / "summary.txt").read_text().splitlines()[3:-1]}
+    assert set(rows) == set(STEPS), rows
+    assert all(rows[s][:2] == ["not", "run"] for s in STEPS if s != "env"), rows
+    assert rows["env"][0] in ("ok", "FAIL") and proc.returncode == (rows["env"][0] == "FAIL")
+    assert (tmp_path / "out" / "env.txt").is_file()
+    env["GPU_CHECK_STEPS"] = "env ch99"
+    proc = subprocess.run(["bash", script, str(tmp_path / "bad")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "GPU_CHECK_STEPS names no step 'ch99'" in proc.stderr
+    assert not (tmp_path / "bad").exists()
