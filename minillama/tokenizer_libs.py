@@ -33,8 +33,13 @@ def _need(module: str, what: str):
                           f"pip install {module}") from None
 
 
-def _ids(ids) -> list[int]:
-    return ids.tolist() if hasattr(ids, "tolist") else list(ids)
+def _ids(ids, vocab_size: int) -> list[int]:
+    """``ids`` as a list, each checked to be in ``range(vocab_size)``."""
+    ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+    bad = [i for i in ids if not 0 <= i < vocab_size]
+    if bad:
+        raise ValueError(f"token id {bad[0]} is out of range (vocabulary size {vocab_size})")
+    return ids
 
 
 class SentencePieceTokenizer:
@@ -73,11 +78,7 @@ class SentencePieceTokenizer:
 
     def decode(self, ids, skip_special: bool = False) -> str:
         """Text of ``ids``; control pieces (BOS, EOS) decode to nothing either way."""
-        ids = _ids(ids)
-        bad = [i for i in ids if not 0 <= i < self.vocab_size]
-        if bad:
-            raise ValueError(f"token id {bad[0]} is out of range (vocabulary size "
-                             f"{self.vocab_size})")
+        ids = _ids(ids, self.vocab_size)
         return self.sp.decode(ids)
 
     def __repr__(self) -> str:
@@ -130,11 +131,7 @@ class HFTokenizer:
         return [self.bos_id] * bos + ids + [self.eos_id] * eos
 
     def decode(self, ids, skip_special: bool = False) -> str:
-        ids = _ids(ids)
-        bad = [i for i in ids if not 0 <= i < self.vocab_size]
-        if bad:
-            raise ValueError(f"token id {bad[0]} is out of range (vocabulary size "
-                             f"{self.vocab_size})")
+        ids = _ids(ids, self.vocab_size)
         return self.tok.decode(ids, skip_special_tokens=skip_special)
 
     def __repr__(self) -> str:
