@@ -8,9 +8,10 @@ reference checkpoint with its card, so the next chapter that asks reuses it:
     model, tok, card = live.reference("mod10-mix", PROFILE, DEVICE)
 
 A twin that continues from another (``mod10-mix-full`` from ``mod10-full``) has its parent
-trained first. A cached checkpoint is reused only if its card names the same recipe, steps,
-batch size and parent weights; anything else (a changed recipe, a retrained parent, a
-half-written folder, which ``recipes.train_recipe`` never leaves) trains it again.
+trained first. A cached checkpoint is reused only if its card records the same recipe
+(``recipes.fingerprint``: model, schedule, task) and parent weights; anything else (an edited
+recipe, a retrained parent, no card) trains it again. ``recipes.train_recipe`` writes the
+folder whole or not at all, so a killed run leaves nothing half-written to reuse.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from .files import read_json
 from .profiles import PROFILE_NAMES, SMOKE_TRAIN, full_dir, smoke
-from .recipes import get_recipe, train_recipe
+from .recipes import fingerprint, get_recipe, train_recipe
 from .reference import REFERENCE_DIR, load_reference, verify
 
 
@@ -69,12 +70,10 @@ def reference(name: str, profile: str, device="cpu", **options):
 
 
 def _up_to_date(dest: Path, recipe, start: Path | None) -> bool:
-    """Whether ``dest`` holds ``recipe`` as trained now: same recipe, steps, batch size and
-    (for a continuation) the same parent weights."""
+    """Whether ``dest`` holds ``recipe`` as it is now (its fingerprint) and, for a
+    continuation, was trained from the weights now in ``start``."""
     if not (dest / "card.json").is_file():
         return False
     card = read_json(dest / "card.json")
-    t = recipe.train
     parent = verify(start)["sha256"]["model.safetensors"] if start else None
-    return ((card.get("recipe"), card.get("steps"), card.get("batch_size"),
-             card.get("init_sha256")) == (recipe.name, t.steps, t.batch_size, parent))
+    return (card.get("recipe_sha256"), card.get("init_sha256")) == (fingerprint(recipe), parent)

@@ -56,6 +56,7 @@ instead of a random model (continued pretraining). A recipe's data is a task obj
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, replace
@@ -202,6 +203,13 @@ def get_recipe(name: str, **train_overrides) -> Recipe:
     return replace(r, train=replace(r.train, **train_overrides))
 
 
+def fingerprint(recipe: Recipe) -> str:
+    """The sha256 (first 16 hex digits) of everything ``recipe`` fixes: model, schedule,
+    task and parent. A card that records it says which recipe, exactly, made the weights."""
+    text = json.dumps([type(recipe.task).__name__, asdict(recipe)], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def build_data(recipe: Recipe):
     """(tokenizer, train, val) for a recipe: token streams, or records if supervised."""
     return recipe.task.data()
@@ -270,7 +278,8 @@ def train_recipe(recipe: Recipe, dest, device="cpu", n_problems: int = 200, star
         (tmp / "w").rmdir()
         tok.save(tmp / "tokenizer.json")
         (tmp / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
-        card = write_card(tmp, recipe=recipe.name, steps=cfg.steps, batch_size=cfg.batch_size,
+        card = write_card(tmp, recipe=recipe.name, recipe_sha256=fingerprint(recipe),
+                          steps=cfg.steps, batch_size=cfg.batch_size,
                           **seen, parameters=sum(p.numel() for p in model.parameters()),
                           val_loss=round(val_loss, 4), **scores, **parent,
                           device=str(device), hardware=hardware(), wall_time_s=round(wall, 1),

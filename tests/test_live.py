@@ -96,6 +96,11 @@ def test_a_twin_trains_its_parent_first_and_is_reused_while_its_card_matches(tmp
     recipe = get_recipe("mod10-mix-full", **TINY)
     assert not live._up_to_date(child, recipe, parent)
     assert live._up_to_date(child, recipe, None) is False       # a continuation needs its parent
+    # an edited recipe (its learning rate) no longer matches its checkpoint either
+    root = get_recipe("mod10-full", **dict(TINY, steps=3))
+    assert live._up_to_date(parent, root, None)
+    assert not live._up_to_date(parent, get_recipe("mod10-full", **dict(TINY, steps=3, lr=1e-3)),
+                                None)
 
 
 def test_a_smoke_run_trains_two_steps_into_its_own_folder(tmp_path, monkeypatch):
