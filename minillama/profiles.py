@@ -96,10 +96,15 @@ TABLE: dict[str, dict[str, dict]] = {
         "smoke": dict(n_train=64, n_val=8, n_test=32, n_base=16, steps=2, batch=4, warmup=1,
                       base_problems=4),
     },
+    "ch07": {   # the forward-pass timing of LoRA merged and unmerged: batch size -> repeats
+        "cpu": dict(timing_repeats={1: 60, 4: 20, 16: 10}),
+        "full": dict(timing_repeats={1: 100, 16: 100, 256: 100}),
+        "smoke": dict(timing_repeats={1: 1, 64: 1}),     # 64 > 32 probes: repeated
+    },
     "ch09": {   # V2's visual prompts on the benchmark's base
         "cpu": dict(n_train=300, n_test=100, steps=150),
         "full": dict(n_train=4000, n_test=400, steps=1500),
-        "smoke": dict(n_train=32, n_test=16, steps=2),
+        "smoke": dict(n_train=32, n_test=16, steps=22),    # > TEXT_FIRST: image-text steps too
     },
     "ch10": {   # the Excitor's visual prompts on the benchmark's base
         "cpu": dict(n_img=300, img_steps=60, img_batch=8),
@@ -151,7 +156,7 @@ def settings(chapter: str, profile: str, **overrides) -> Settings:
     models, a step or two, a few records): a smoke run of a full-profile notebook on a
     CPU, ``PYTHONOPTIMIZE=1`` leaving out the asserts that such a run cannot meet,
     checks that every full-profile cell runs."""
-    if chapter in PEFT_CHAPTERS and chapter not in TABLE:   # ch09, ch10 have rows of their own
+    if chapter in PEFT_CHAPTERS and chapter not in TABLE:   # ch07, ch09, ch10 have their own
         chapter = "bench"
     if chapter not in TABLE:
         raise ValueError(f"no profile settings for {chapter!r}; known: {', '.join(TABLE)}")

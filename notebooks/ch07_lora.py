@@ -50,7 +50,7 @@ import matplotlib.pyplot as plt
 import torch
 
 import minillama
-from minillama import CONFIGS, Llama, course
+from minillama import CONFIGS, Llama, course, profiles
 from minillama import peft as P
 from minillama.data import format_prompt
 from minillama.files import read_json
@@ -293,7 +293,8 @@ for name in NAMES:
 # 95% holds.
 
 # %%
-ratio = figures["lora-qv"]["exact_match"] / figures["full"]["exact_match"]
+ratio = (figures["lora-qv"]["exact_match"] / figures["full"]["exact_match"]
+         if figures["full"]["exact_match"] else float("nan"))    # nan fails the assert
 print(f"LoRA q,v: {facts['lora-qv'][0]:,} trainable ({facts['lora-qv'][1]:.2%} of the base), "
       f"{figures['lora-qv']['exact_match']:.1%} = {ratio:.1%} of full fine-tuning's "
       f"{figures['full']['exact_match']:.1%}")
@@ -423,7 +424,7 @@ if PROFILE == "cpu":                    # the shipped adapter, as trained
 else:                                   # the live one, its update taken out again
     unmerged_model = P.unmerge(copy.deepcopy(lora_model))
 contestants = {"base": base, "unmerged": unmerged_model, "merged": lora_model}
-REPEATS = {1: 60, 4: 20, 16: 10} if PROFILE == "cpu" else {1: 100, 16: 100, 256: 100}
+REPEATS = profiles.settings("ch07", PROFILE).timing_repeats    # batch size -> repeats
 speed = {}
 print(f"forward of b sequences of {L} tokens, repeats {REPEATS}; median (fastest) in ms, "
       f"and median / base's median")

@@ -470,7 +470,7 @@ for _ in range(IMG_STEPS):
     optimizer.zero_grad(set_to_none=True)
     img_log.append(loss.item())
 seeing.eval()
-print(f"{IMG_STEPS} steps: training loss {img_log[0]:.3f} -> {sum(img_log[-10:]) / 10:.3f} "
+print(f"{IMG_STEPS} steps: training loss {img_log[0]:.3f} -> {sum(img_log[-10:]) / len(img_log[-10:]):.3f} "
       f"(mean of the last 10)")
 
 # %% [markdown]

@@ -279,7 +279,8 @@ print("step time, least first: ", " < ".join(sorted(NAMES, key=lambda n: costs[n
 ratio = lambda key: costs["full"][key] / min(costs[n][key] for n in NAMES)
 print(f"full fine-tuning vs the leanest: {ratio('trainable'):,.0f}x the trainable "
       f"parameters, {ratio('memory'):.1f}x the memory")
-lora_share = runs["lora-qv"]["test_exact_match"] / runs["full"]["test_exact_match"]
+lora_share = (runs["lora-qv"]["test_exact_match"] / runs["full"]["test_exact_match"]
+              if runs["full"]["test_exact_match"] else float("nan"))    # nan fails asserts
 print(f"LoRA q,v (share {costs['lora-qv']['share']:.2%}) reaches {lora_share:.1%} of full "
       f"fine-tuning's exact match; QLoRA - LoRA q,v = "
       f"{100 * (runs['qlora']['test_exact_match'] - runs['lora-qv']['test_exact_match']):+.1f} "
