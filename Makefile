@@ -9,7 +9,7 @@
 #                     picks full on CUDA, cpu otherwise); `test` always uses cpu
 #   NOTEBOOK_TIMEOUT  seconds per notebook for `course`            (1800)
 #   CELL_TIMEOUT      seconds per cell for the notebook tests      (600)
-#   CHAPTERS          `course` runs only these, e.g. CHAPTERS="ch01 ch02" (all)
+#   CHAPTERS          `course` and `smoke` run only these, e.g. CHAPTERS="ch01 ch02" (all)
 
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
@@ -25,12 +25,14 @@ NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 # Notebooks run under nbval in the same pytest call as tests/, in the venv's own kernel.
 NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=$(CELL_TIMEOUT) notebooks
 
-.PHONY: help venv test course lab exercises clean distclean
+.PHONY: help venv test course smoke lab exercises clean distclean
 
 help:
 	@echo "make venv       create $(VENV) and install torch ($(TORCH_SPEC)) + minillama[dev]"
 	@echo "make test       ruff, exercises in sync, pytest tests/ + notebooks (cpu profile)"
 	@echo "make course     run every notebook headless into build/notebooks/"
+	@echo "make smoke      the full profile's code of every notebook on a CPU at smoke sizes,"
+	@echo "                asserts off, into build/smoke/ (slow, not part of test)"
 	@echo "make lab        open the notebooks in JupyterLab"
 	@echo "make exercises  regenerate exercises/ from solutions/"
 	@echo "make clean      remove build outputs and caches (distclean: the venv too)"
@@ -56,6 +58,15 @@ endif
 # MINILLAMA_PROFILE reaches the notebooks through the environment when it is set.
 course: $(STAMP)
 	MPLBACKEND=Agg $(PY) scripts/run_course.py --timeout $(NOTEBOOK_TIMEOUT) $(CHAPTERS)
+
+# The full profile's code path of every chapter, runnable on a CPU: full-size models at
+# profiles.py's smoke sizes (a step or two, a few records), with the asserts such a run
+# cannot meet stripped (-O). Its own base and sweep cache (absolute: the notebooks run in
+# notebooks/), its own output folder; the committed notebooks are not touched.
+smoke: $(STAMP)
+	MPLBACKEND=Agg MINILLAMA_PROFILE=full MINILLAMA_SMOKE=1 PYTHONOPTIMIZE=1 \
+	MINILLAMA_FULL_DIR=$(CURDIR)/build/smoke-full \
+	$(PY) scripts/run_course.py --out build/smoke --timeout $(NOTEBOOK_TIMEOUT) $(CHAPTERS)
 
 # Jupyter refuses to start as root unless told; containers often run as root.
 lab: $(STAMP)
