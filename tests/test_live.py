@@ -38,8 +38,9 @@ def test_a_twin_is_its_recipe_at_ten_times_the_size(name):
 
 @pytest.mark.parametrize("chapter", ["ch16", "ch17", "ch18"])
 def test_chapters_16_to_18_load_only_live_references_and_grow_them(chapter):
-    """Each reference the notebook asks ``live`` for has a twin 10x+ its size, and the
-    notebook loads no shipped model directly."""
+    """Each reference the notebook names to ``live.reference`` as a literal has a twin 10x+
+    its size (those passed in a variable, ch17's add5 pair, are covered by the twin test
+    above), and the notebook loads no shipped model directly."""
     source = next(NOTEBOOKS.glob(f"{chapter}_*.py")).read_text()
     names = set(re.findall(r'live\.reference\((?:"([\w-]+)"|\w+)', source)) - {""}
     assert names and "load_reference(" not in source, (chapter, names)
