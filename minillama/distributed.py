@@ -112,8 +112,9 @@ def gather_objects(obj) -> list:
 def close_group() -> None:
     """Leave the process group: a barrier first, so no process exits (closing its gloo
     connections) while a peer still waits on the last message of a collective; then
-    ``destroy_process_group``. (2-process gloo runs of the CLI, which left without it,
-    occasionally aborted at exit with "terminate called without an active exception".)"""
+    ``destroy_process_group``. (The command line then ends its torchrun workers without
+    the interpreter's teardown, where gloo's threads could still free tensors: see
+    ``minillama.__main__._end_torchrun_worker``.)"""
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

@@ -7,6 +7,10 @@ the end; one process in this process trains the same 4 steps as the reference.
 """
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -93,6 +97,18 @@ def fsdp_cli(tmp_path_factory, torchrun):
                "printed": json.loads(stopped.stdout)}
     torchrun("-m", "minillama", "train", *STEPS, "--parallel", "fsdp", "--resume", "--out", out)
     return out, at_stop
+
+
+def test_a_torchrun_worker_ends_without_teardown_and_loses_no_output(capsys):
+    """Under torchrun (WORLD_SIZE > 1) the CLI ends with ``os._exit`` (see
+    ``__main__._end_torchrun_worker``): status 0 and everything it printed still arrives
+    through a pipe, where Python buffers stdout."""
+    env = dict(os.environ, WORLD_SIZE="2", PYTHONPATH=str(Path(__file__).parents[1]))
+    env.pop("PYTHONUNBUFFERED", None)               # buffered, as a pipe usually is
+    done = subprocess.run([sys.executable, "-m", "minillama", "count", "llama2-7b",
+                           "llama3-8b"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == run_main(capsys, "count", "llama2-7b", "llama3-8b")
 
 
 def test_fsdp_cli_stops_with_a_sharded_checkpoint(fsdp_cli):
